@@ -1,0 +1,86 @@
+"""``qorgan data …`` subcommands: validate, stats, prepare."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from data.prepare import PrepareConfig, SourceConfig, prepare_dataset
+from data.split import SplitConfig
+
+
+def _add_source_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", help="a JSONL/CSV/Parquet file, a folder of them, a saved HF dataset, or hf:NAME")
+    p.add_argument("--adapter", default="qorgan", choices=["qorgan", "jigsaw"],
+                   help="column layout of the source (default: qorgan)")
+    p.add_argument("--label-map", default=None,
+                   help="SOURCE=LABEL pairs, comma-separated, for 0/1 columns or list values "
+                        "(e.g. insult=bullying,threat=threat,obscene=)")
+    p.add_argument("--text-column", default=None, help="column holding the message text")
+    p.add_argument("--lang", dest="default_lang", default=None, help="language for rows without one")
+
+
+def _source(args: argparse.Namespace) -> SourceConfig:
+    return SourceConfig(path=args.path, adapter=args.adapter, label_map=args.label_map,
+                        text_column=args.text_column, default_lang=args.default_lang)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from data.validate import validate_path
+
+    report = validate_path(args.path, _source(args).column_map())
+    for issue in report.issues[: args.max_errors]:
+        print(issue)
+    hidden = len(report.issues) - args.max_errors
+    if hidden > 0:
+        print(f"… and {hidden} more")
+    status = "OK" if report.ok else "FAILED"
+    print(f"{status}: {report.rows} rows read, {len(report.records)} valid, {len(report.issues)} errors")
+    return 0 if report.ok else 1
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from data.dedup import normalize_records
+    from data.stats import compute_stats, format_stats
+    from data.validate import load_records
+
+    stats = compute_stats(normalize_records(load_records(args.path, _source(args).column_map())))
+    print(json.dumps(stats, ensure_ascii=False, indent=1) if args.json else format_stats(stats))
+    return 0
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    config = PrepareConfig(source=_source(args), split=SplitConfig(
+        train=args.train, calib=args.calib, test=args.test, seed=args.seed))
+    out = prepare_dataset(config, args.output)
+    manifest = json.loads((out / "split_manifest.json").read_text(encoding="utf-8"))
+    counts = {s: c["records"] for s, c in manifest["counts"].items()}
+    print(f"wrote {out}: {counts}; dropped {len(manifest['dedup']['dropped_ids'])} exact duplicates",
+          file=sys.stderr)
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register ``qorgan data``."""
+    data = sub.add_parser("data", help="validate, describe and split labelled data")
+    dsub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+
+    p = dsub.add_parser("validate", help="check labelled data; exits 1 when there are errors")
+    _add_source_args(p)
+    p.add_argument("--max-errors", type=int, default=50, help="errors to print (default 50)")
+    p.set_defaults(func=_validate)
+
+    p = dsub.add_parser("stats", help="counts per language × label, lengths, duplicate rate")
+    _add_source_args(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_stats)
+
+    p = dsub.add_parser("prepare", help="validate, normalise, deduplicate and split into train/calib/test")
+    _add_source_args(p)
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--train", type=float, default=0.8)
+    p.add_argument("--calib", type=float, default=0.1)
+    p.add_argument("--test", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=13)
+    p.set_defaults(func=_prepare)

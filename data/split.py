@@ -1,0 +1,140 @@
+"""Deterministic, stratified, group-aware train / calib / test splits.
+
+A *unit* is the set of records that must land in the same split: one
+``group`` (an original and its augmented variants) joined with every record it
+near-duplicates. Units are stratified by language × label combination and
+dealt out so that each stratum's split shares match the requested fractions.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from data.schema import LABELS, Record
+
+SPLITS: tuple[str, ...] = ("train", "calib", "test")
+#: File names inside a prepared dataset folder.
+SPLIT_FILES = {name: f"{name}.jsonl" for name in SPLITS}
+MANIFEST_FILE = "split_manifest.json"
+
+
+@dataclass
+class SplitConfig:
+    """Split fractions and seed."""
+
+    train: float = 0.8
+    calib: float = 0.1
+    test: float = 0.1
+    seed: int = 13
+
+    def __post_init__(self) -> None:
+        fr = (self.train, self.calib, self.test)
+        if any(f < 0 for f in fr) or abs(sum(fr) - 1.0) > 1e-6:
+            raise ValueError(f"split fractions must be ≥ 0 and sum to 1, got {fr}")
+
+    @property
+    def fractions(self) -> dict[str, float]:
+        return {"train": self.train, "calib": self.calib, "test": self.test}
+
+
+class _UnionFind:
+    def __init__(self) -> None:
+        self.parent: dict[str, str] = {}
+
+    def find(self, x: str) -> str:
+        self.parent.setdefault(x, x)
+        while self.parent[x] != x:
+            self.parent[x] = self.parent[self.parent[x]]
+            x = self.parent[x]
+        return x
+
+    def union(self, a: str, b: str) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+def _stratum(records: list[Record]) -> str:
+    """Stratum of a unit: language of its first record and its label combination."""
+    first = min(records, key=lambda r: r.id)
+    labels = sorted({lb for r in records for lb in r.labels}, key=LABELS.index)
+    return f"{first.lang}|{'+'.join(labels) or 'clean'}"
+
+
+def assign_splits(records: list[Record], config: SplitConfig | None = None,
+                  links: list[tuple[str, str]] = ()) -> dict[str, str]:
+    """Map record id → split name. ``links`` are extra must-stay-together pairs (near duplicates)."""
+    config = config or SplitConfig()
+    uf = _UnionFind()
+    for r in records:
+        uf.union(r.id, f"group::{r.group}")
+    for a, b in links:
+        uf.union(a, b)
+    units: dict[str, list[Record]] = defaultdict(list)
+    for r in records:
+        units[uf.find(r.id)].append(r)
+
+    by_stratum: dict[str, list[list[Record]]] = defaultdict(list)
+    for unit in units.values():
+        by_stratum[_stratum(unit)].append(unit)
+
+    rng = random.Random(config.seed)
+    fractions = config.fractions
+    assignment: dict[str, str] = {}
+    for stratum in sorted(by_stratum):
+        unit_list = sorted(by_stratum[stratum], key=lambda u: min(r.id for r in u))
+        rng.shuffle(unit_list)
+        total = sum(len(u) for u in unit_list)
+        filled = Counter()
+        for unit in unit_list:
+            # Deal each unit to the split furthest below its target share.
+            deficit = {s: fractions[s] * total - filled[s] for s in SPLITS if fractions[s] > 0}
+            split = max(deficit, key=lambda s: (deficit[s], -SPLITS.index(s)))
+            filled[split] += len(unit)
+            for r in unit:
+                assignment[r.id] = split
+    return assignment
+
+
+def split_counts(records: list[Record], assignment: dict[str, str]) -> dict[str, dict]:
+    """Counts per split: total, per language, per label, clean."""
+    out: dict[str, dict] = {}
+    for s in SPLITS:
+        rs = [r for r in records if assignment[r.id] == s]
+        out[s] = {
+            "records": len(rs),
+            "by_lang": dict(sorted(Counter(r.lang for r in rs).items())),
+            "by_label": {lb: sum(lb in r.labels for r in rs) for lb in LABELS},
+            "clean": sum(r.is_clean for r in rs),
+        }
+    return out
+
+
+def write_splits(records: list[Record], assignment: dict[str, str], out_dir: str | Path,
+                 config: SplitConfig, extra: dict | None = None) -> Path:
+    """Write ``train/calib/test.jsonl`` and the split manifest into ``out_dir``."""
+    from data.formats import write_jsonl
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for s in SPLITS:
+        write_jsonl([r.to_dict() for r in records if assignment[r.id] == s], out / SPLIT_FILES[s])
+    manifest = {
+        "config": asdict(config),
+        "counts": split_counts(records, assignment),
+        "ids": {s: sorted(r.id for r in records if assignment[r.id] == s) for s in SPLITS},
+        **(extra or {}),
+    }
+    (out / MANIFEST_FILE).write_text(json.dumps(manifest, ensure_ascii=False, indent=1), encoding="utf-8")
+    return out
+
+
+def read_split(prepared_dir: str | Path, split: str) -> list[Record]:
+    """Records of one split from a prepared dataset folder."""
+    path = Path(prepared_dir) / SPLIT_FILES[split]
+    with path.open(encoding="utf-8") as fh:
+        return [Record.from_dict(json.loads(line)) for line in fh if line.strip()]

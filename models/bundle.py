@@ -1,0 +1,231 @@
+"""Write, read and verify model bundles (see ``shared/ARCHITECTURE.md``).
+
+A bundle is one directory. ``bundle.json`` is its manifest and lists the
+sha256 of every other file; labels come only from the manifest and thresholds
+only from ``calibration.json``. No pickle anywhere: JSON, ONNX and the
+tokenizer's own JSON.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: Manifest schema versions this code can read.
+SCHEMA_VERSION = 1
+SUPPORTED_SCHEMA_VERSIONS = (1,)
+
+# File names inside a bundle: the only place they are spelled.
+MANIFEST_FILE = "bundle.json"
+MODEL_FILE = "model.onnx"  # int8, used for serving
+MODEL_FP32_FILE = "model.fp32.onnx"
+TOKENIZER_FILE = "tokenizer.json"
+CALIBRATION_FILE = "calibration.json"
+METRICS_FILE = "metrics.json"
+CARD_FILE = "README.md"
+REQUIRED_FILES = (MODEL_FILE, TOKENIZER_FILE, CALIBRATION_FILE, METRICS_FILE, CARD_FILE)
+
+#: Model variants and their files.
+VARIANTS = {"int8": MODEL_FILE, "fp32": MODEL_FP32_FILE}
+
+
+class BundleError(Exception):
+    """A bundle is missing, malformed, of an unknown schema version or tampered with."""
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{path.name} is not valid JSON: {exc.msg} at line {exc.lineno}") from exc
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A verified bundle on disk, with its manifest, calibration and metrics."""
+
+    path: Path
+    manifest: dict[str, Any]
+    calibration: dict[str, Any]
+    metrics: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.manifest["name"]
+
+    @property
+    def version(self) -> str:
+        return self.manifest["version"]
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(self.manifest["labels"])
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        return tuple(self.manifest.get("languages", ()))
+
+    @property
+    def max_length(self) -> int:
+        return int(self.manifest["tokenizer"]["max_length"])
+
+    @property
+    def onnx_inputs(self) -> tuple[str, ...]:
+        return tuple(self.manifest["onnx"]["inputs"])
+
+    @property
+    def onnx_output(self) -> str:
+        return self.manifest["onnx"]["output"]
+
+    @property
+    def priority(self) -> dict[str, Any]:
+        return self.manifest["priority"]
+
+    @property
+    def policies(self) -> tuple[str, ...]:
+        return tuple(self.calibration["policies"])
+
+    @property
+    def tokenizer_path(self) -> Path:
+        return self.path / TOKENIZER_FILE
+
+    def model_path(self, variant: str = "int8") -> Path:
+        if variant not in VARIANTS:
+            raise BundleError(f"unknown model variant {variant!r}; expected one of {sorted(VARIANTS)}")
+        return self.path / VARIANTS[variant]
+
+    def temperatures(self) -> np.ndarray:
+        """Per-label temperatures, in label order."""
+        per_label = self.calibration["labels"]
+        return np.array([per_label[lb]["temperature"] for lb in self.labels], dtype=np.float32)
+
+    def thresholds(self, policy: str) -> np.ndarray:
+        """Per-label thresholds of ``policy``, in label order."""
+        if policy not in self.calibration["policies"]:
+            raise BundleError(f"unknown policy {policy!r}; this bundle has {list(self.policies)}")
+        per_label = self.calibration["policies"][policy]
+        return np.array([per_label[lb]["threshold"] for lb in self.labels], dtype=np.float32)
+
+
+def load_bundle(path: str | Path, *, verify: bool = True) -> Bundle:
+    """Read a bundle directory, refusing unknown schema versions and tampered files."""
+    root = Path(path)
+    manifest_path = root / MANIFEST_FILE
+    if not manifest_path.is_file():
+        raise BundleError(f"{root} is not a model bundle: {MANIFEST_FILE} is missing")
+    manifest = _read_json(manifest_path)
+    version = manifest.get("schema_version")
+    if version not in SUPPORTED_SCHEMA_VERSIONS:
+        raise BundleError(f"{root}: bundle schema version {version!r} is not supported "
+                          f"(this code reads {list(SUPPORTED_SCHEMA_VERSIONS)}); upgrade qorgan or rebuild the bundle")
+    for key in ("name", "version", "labels", "tokenizer", "onnx", "files", "priority"):
+        if key not in manifest:
+            raise BundleError(f"{root}: {MANIFEST_FILE} has no {key!r} field")
+    files: dict[str, str] = manifest["files"]
+    missing = [f for f in REQUIRED_FILES if f not in files]
+    if missing:
+        raise BundleError(f"{root}: manifest lists no checksum for {missing}")
+    for name, expected in files.items():
+        f = root / name
+        if Path(name).name != name:
+            raise BundleError(f"{root}: manifest names a file outside the bundle: {name!r}")
+        if not f.is_file():
+            raise BundleError(f"{root}: {name} is missing")
+        if verify and sha256_file(f) != expected:
+            raise BundleError(f"{root}: {name} does not match its sha256 in {MANIFEST_FILE}; "
+                              "the bundle was modified or corrupted — rebuild or re-download it")
+    calibration = _read_json(root / CALIBRATION_FILE)
+    metrics = _read_json(root / METRICS_FILE)
+    bundle = Bundle(root, manifest, calibration, metrics)
+    for lb in bundle.labels:
+        if lb not in calibration.get("labels", {}):
+            raise BundleError(f"{root}: {CALIBRATION_FILE} has no calibration for label {lb!r}")
+        for policy, per_label in calibration.get("policies", {}).items():
+            if lb not in per_label:
+                raise BundleError(f"{root}: policy {policy!r} has no threshold for label {lb!r}")
+    return bundle
+
+
+def write_bundle(
+    out_dir: str | Path,
+    *,
+    name: str,
+    version: str,
+    base_model: str,
+    labels: list[str],
+    languages: list[str],
+    priority: dict[str, Any],
+    max_length: int,
+    onnx_inputs: list[str],
+    onnx_output: str,
+    files: dict[str, Path],
+    calibration: dict[str, Any],
+    metrics: dict[str, Any],
+    card: str,
+    config: dict[str, Any],
+) -> Bundle:
+    """Write a complete bundle atomically and return it, verified.
+
+    ``files`` maps bundle file names (``MODEL_FILE``, ``MODEL_FP32_FILE``,
+    ``TOKENIZER_FILE``) to the paths to copy from.
+    """
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        for dst, src in files.items():
+            shutil.copyfile(src, tmp / dst)
+        (tmp / CALIBRATION_FILE).write_text(json.dumps(calibration, indent=1, ensure_ascii=False), encoding="utf-8")
+        (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=1, ensure_ascii=False), encoding="utf-8")
+        (tmp / CARD_FILE).write_text(card, encoding="utf-8")
+        manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "name": name,
+            "version": version,
+            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            "git_commit": _git_commit(),
+            "base_model": base_model,
+            "labels": list(labels),
+            "languages": list(languages),
+            "priority": priority,
+            "tokenizer": {"file": TOKENIZER_FILE, "max_length": int(max_length)},
+            "onnx": {"inputs": list(onnx_inputs), "output": onnx_output,
+                     "variants": {k: v for k, v in VARIANTS.items() if (tmp / v).exists()}},
+            "calibration_method": calibration.get("method"),
+            "files": {p.name: sha256_file(p) for p in sorted(tmp.iterdir())},
+            "config": config,
+        }
+        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return load_bundle(out)
