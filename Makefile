@@ -32,7 +32,7 @@ lint: install
 # calibrate → evaluate → export), unless it already exists.
 model: install
 	@if [ -f $(MODEL)/bundle.json ]; then echo "$(MODEL) exists; 'rm -r $(MODEL)' to rebuild"; \
-	else $(BIN)/qorgan build-default --output $(MODEL); fi
+	else $(BIN)/qorgan train --config training/configs/default.yaml --output $(MODEL); fi
 
 serve: model
 	QORGAN_BUNDLE=$(MODEL) $(BIN)/bentoml serve serving.service:Qorgan --host $(HOST) --port $(PORT)

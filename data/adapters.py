@@ -15,7 +15,7 @@ an unknown label instead of silently losing it.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from data.schema import LABELS

