@@ -1,0 +1,204 @@
+"""Training contracts: calibration, thresholds, config validation, the parity
+gate, and the end-to-end pipeline on a tiny model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from data.schema import LABELS
+from training.calibrate import PolicyFitter, TemperatureScaler, choose_threshold
+from training.config import ExportConfig, PolicyConfig, load_config
+from training.export import ParityError, check_parity
+
+
+def _synthetic(n=3000, seed=0, scale=4.0):
+    """Overconfident logits: the true log-odds multiplied by ``scale``."""
+    rng = np.random.default_rng(seed)
+    true_logit = rng.normal(-1.0, 1.5, size=(n, len(LABELS)))
+    y = (rng.random((n, len(LABELS))) < 1 / (1 + np.exp(-true_logit))).astype(float)
+    return true_logit * scale, y
+
+
+def test_temperature_scaling_lowers_brier_on_held_out_data():
+    logits, y = _synthetic()
+    fit, held = slice(0, 1500), slice(1500, None)
+    scaler = TemperatureScaler().fit(logits[fit], y[fit])
+    before = np.mean((1 / (1 + np.exp(-logits[held])) - y[held]) ** 2)
+    after = np.mean((scaler.transform(logits[held]) - y[held]) ** 2)
+    assert after < before
+    # Overconfident by ×4, so the learned temperatures should be near 4.
+    assert np.all((scaler.temperature_ > 2.5) & (scaler.temperature_ < 6))
+
+
+def test_temperature_scaler_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="equal in shape"):
+        TemperatureScaler().fit(np.zeros((4, 2)), np.zeros((4, 3)))
+
+
+def _pr(proba, y, th):
+    flags, pos = proba >= th, y > 0.5
+    tp = np.sum(flags & pos)
+    return tp / max(flags.sum(), 1), tp / pos.sum()
+
+
+def test_thresholds_meet_their_objective_on_the_fitting_data():
+    logits, y = _synthetic(scale=1.0, seed=1)
+    proba = TemperatureScaler().fit_transform(logits + 2.5 * (y * 2 - 1), y)
+    config = PolicyConfig(bootstrap_samples=100)
+    fitted = PolicyFitter(config).fit(proba, y, list(LABELS))
+    for j, lb in enumerate(LABELS):
+        mod = fitted["moderation"][lb]
+        p, r = _pr(proba[:, j], y[:, j], mod["threshold"])
+        assert mod["achievable"] and p >= config.moderation_min_precision
+        assert mod["precision"] == pytest.approx(p) and mod["recall"] == pytest.approx(r)
+        lo, hi = mod["precision_ci"]
+        assert lo <= p <= hi
+        tri = fitted["triage"][lb]
+        p, r = _pr(proba[:, j], y[:, j], tri["threshold"])
+        if lb in config.triage_recall_labels:
+            assert r >= config.triage_min_recall
+            # The most precise threshold that meets the recall target: one step higher misses it.
+            higher = np.unique(proba[:, j])[np.unique(proba[:, j]) > tri["threshold"]]
+            if len(higher):
+                assert _pr(proba[:, j], y[:, j], higher[0])[1] < config.triage_min_recall
+        else:
+            f1 = 2 * p * r / (p + r)
+            best = max(2 * a * b / (a + b) if a + b else 0
+                       for a, b in (_pr(proba[:, j], y[:, j], t) for t in np.unique(proba[:, j])))
+            assert f1 == pytest.approx(best)
+
+
+def test_unreachable_precision_is_recorded_not_hidden():
+    rng = np.random.default_rng(0)
+    proba, y = rng.random(500), (rng.random(500) < 0.3).astype(float)
+    entry = choose_threshold(proba, y, "f1_at_precision", 0.99)
+    assert entry["achievable"] is False
+    assert 0 <= entry["threshold"] <= 1
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["train.bogus=1"], "unknown config key"),
+    (["train.learning_rate=3"], "learning_rate must be in"),
+    (["train.batch_size=0"], "batch_size must be ≥ 1"),
+    (["model.max_length=4"], "max_length must be in"),
+    (["policy.triage_recall_labels=[self_harm, nonsense]"], "unknown labels"),
+    (["data.split.train=0.9"], "sum to 1"),
+    (["data.source.adapter=nope"], "adapter"),
+    (["train.epochs"], "must look like"),
+])
+def test_config_errors_are_clear(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        load_config(None, overrides)
+
+
+def test_config_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_default_config_loads_and_round_trips(tmp_path):
+    config = load_config("training/configs/default.yaml")
+    saved = config.save(tmp_path / "config.yaml")
+    assert load_config(saved) == config
+
+
+def test_parity_gate_refuses_drifting_graphs():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 2, (200, 4))
+    temps = np.ones(4)
+    ths = {"moderation": np.full(4, 0.5)}
+    report = check_parity(logits, logits + 1e-6, logits, temps, ths, ExportConfig())
+    assert report["passed"]
+    with pytest.raises(ParityError, match="fp32 logits differ"):
+        check_parity(logits, logits + 1e-2, logits, temps, ths, ExportConfig())
+    with pytest.raises(ParityError, match="int8"):
+        check_parity(logits, logits, logits + rng.normal(0, 1, logits.shape), temps, ths, ExportConfig())
+
+
+# ---------------------------------------------------------------- end to end
+
+def test_end_to_end_bundle_is_complete_and_onnx_matches_torch(tiny_bundle, tiny_run_config, mini_records):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from models.bundle import load_bundle
+    from training.export import onnx_logits
+    from training.train import LOG_FILE, MODEL_SUBDIR, predict_logits
+
+    bundle = load_bundle(tiny_bundle)
+    assert bundle.labels == LABELS
+    assert set(bundle.policies) == {"moderation", "triage"}
+    assert bundle.priority["levels"] == ["urgent", "high", "normal", "low"]
+    assert bundle.metrics["parity"]["passed"]
+    assert set(bundle.metrics["macro_pr_auc"]) == {"torch", "onnx_int8", "baseline"}
+    for name in ("model.onnx", "model.fp32.onnx", "tokenizer.json", "calibration.json", "metrics.json",
+                 "README.md", "reliability.png", "pr_curves.png"):
+        assert (tiny_bundle / name).is_file(), name
+    run_dir = tiny_bundle.parent / "run"
+    assert (run_dir / "config.yaml").is_file() and (run_dir / LOG_FILE).is_file()
+    card = (tiny_bundle / "README.md").read_text(encoding="utf-8")
+    assert "Intended use" in card and "TF-IDF" not in card or "baseline" in card
+
+    texts = [r["text"] for r in mini_records[:64]]
+    model = AutoModelForSequenceClassification.from_pretrained(run_dir / MODEL_SUBDIR)
+    tokenizer = AutoTokenizer.from_pretrained(run_dir / MODEL_SUBDIR)
+    torch_logits = predict_logits(model, tokenizer, texts, bundle.max_length)
+    fp32 = onnx_logits(bundle.model_path("fp32"), tokenizer, texts, bundle.max_length)
+    np.testing.assert_allclose(fp32, torch_logits, atol=1e-4)
+    int8 = onnx_logits(bundle.model_path("int8"), tokenizer, texts, bundle.max_length)
+    temps = bundle.temperatures()
+    diff = np.abs(1 / (1 + np.exp(-int8 / temps)) - 1 / (1 + np.exp(-torch_logits / temps)))
+    assert diff.max() <= tiny_run_config.export.int8_max_proba_diff
+
+
+def test_tampered_bundle_is_refused(tiny_bundle, tmp_path):
+    from models.bundle import BundleError, load_bundle
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, copy)
+    cal = json.loads((copy / "calibration.json").read_text())
+    cal["policies"]["triage"]["self_harm"]["threshold"] = 0.99
+    (copy / "calibration.json").write_text(json.dumps(cal))
+    with pytest.raises(BundleError, match="calibration.json does not match its sha256"):
+        load_bundle(copy)
+
+    shutil.rmtree(copy)
+    shutil.copytree(tiny_bundle, copy)
+    with (copy / "model.onnx").open("ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(BundleError, match="model.onnx does not match"):
+        load_bundle(copy)
+
+
+def test_unknown_schema_and_missing_files_are_refused(tiny_bundle, tmp_path):
+    from models.bundle import BundleError, load_bundle
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, copy)
+    manifest = json.loads((copy / "bundle.json").read_text())
+    manifest["schema_version"] = 99
+    (copy / "bundle.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="schema version 99 is not supported"):
+        load_bundle(copy)
+    manifest["schema_version"] = 1
+    (copy / "bundle.json").write_text(json.dumps(manifest))
+    (copy / "tokenizer.json").unlink()
+    with pytest.raises(BundleError, match="tokenizer.json is missing"):
+        load_bundle(copy)
+    with pytest.raises(BundleError, match="not a model bundle"):
+        load_bundle(tmp_path)
+
+
+def test_baseline_learns_a_separable_signal():
+    from training.baseline import TfidfBaseline
+
+    texts = [f"alpha{i % 7} common words here" for i in range(60)] + [f"omega{i % 7} other words" for i in range(60)]
+    y = np.zeros((120, 4))
+    y[:60, 0] = 1
+    y[60:, 2] = 1
+    logits = TfidfBaseline().fit(texts, y).decision_function(texts)
+    assert logits.shape == (120, 4)
+    assert (logits[:60, 0] > logits[60:, 0]).mean() > 0.95
