@@ -69,12 +69,20 @@ def _as_list(value: Any) -> list[str]:
         if not s:
             return []
         if s.startswith("["):
-            return [str(v) for v in json.loads(s)]
+            try:
+                parsed = json.loads(s)
+            except json.JSONDecodeError:
+                parsed = None
+            # Not a JSON list: keep it whole so validation reports an unknown label.
+            return [str(v) for v in parsed] if isinstance(parsed, list) else [s]
         for sep in (";", "|", ","):
             if sep in s:
                 return [v.strip() for v in s.split(sep) if v.strip()]
         return [s]
-    return [str(v) for v in value]
+    if isinstance(value, list | tuple):
+        return [str(v) for v in value]
+    # A scalar (number, bool, object) where a list belongs: reported as an unknown label.
+    return [str(value)]
 
 
 @dataclass

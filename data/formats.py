@@ -33,7 +33,8 @@ def _jsonl_rows(path: Path) -> Iterator[RawRow]:
         for lineno, raw in enumerate(fh, 1):
             where = f"{path}:{lineno}"
             try:
-                line = raw.decode("utf-8")
+                # utf-8-sig on the first line: editors on Windows write a BOM.
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
             except UnicodeDecodeError as exc:
                 yield RawRow(where, None, f"invalid_utf8: invalid UTF-8 byte at column {exc.start + 1}")
                 continue
@@ -63,9 +64,25 @@ def _csv_rows(path: Path) -> Iterator[RawRow]:
             bad_lines[lineno] = exc.start + 1
             text_lines.append(raw.decode("utf-8", errors="replace"))
     reader = csv.DictReader(io.StringIO("".join(text_lines), newline=""))
+    # Read the header first: DictReader reads it lazily, and the first row must
+    # not be counted from line 1.
+    if reader.fieldnames is not None and 1 in bad_lines:
+        yield RawRow(f"{path}:1", None, f"invalid_utf8: invalid UTF-8 byte in the header, column {bad_lines[1]}")
     start = reader.line_num + 1
-    for row in reader:
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            # E.g. a field over csv.field_size_limit(). Where the parser resumes is
+            # unreliable (possibly inside a quoted text), so stop reading this file.
+            yield RawRow(f"{path}:{start}", None, f"bad_csv: {exc}; the rest of the file was not read")
+            break
         end = reader.line_num
+        # DictReader skips blank lines: point at the row's own first line.
+        while start < end and not text_lines[start - 1].strip("\r\n"):
+            start += 1
         where = f"{path}:{start}"
         bad = [ln for ln in range(start, end + 1) if ln in bad_lines]
         if bad:
@@ -95,6 +112,8 @@ def _hf_rows(name: str, split: str) -> Iterator[RawRow]:
     if (local / "dataset_info.json").exists() or (local / "dataset_dict.json").exists():
         ds = datasets.load_from_disk(str(local))
         if isinstance(ds, datasets.DatasetDict):
+            if split not in ds:
+                raise ValueError(f"{name}: dataset has no split {split!r}; it has {sorted(ds)}")
             ds = ds[split]
     else:
         # A hub name (or a local script/data folder): the normal datasets path.

@@ -97,7 +97,6 @@ def assign_splits(records: list[Record], config: SplitConfig | None = None,
         target = {s: math.floor(raw[s]) for s in SPLITS}
         for s in sorted(SPLITS, key=lambda s: raw[s] - target[s], reverse=True)[: total - sum(target.values())]:
             target[s] += 1
-        carry = {s: raw[s] - target[s] for s in SPLITS}
         filled = Counter()
         for unit in unit_list:
             # Deal each unit to the split furthest below its target.
@@ -105,6 +104,9 @@ def assign_splits(records: list[Record], config: SplitConfig | None = None,
             filled[split] += len(unit)
             for r in unit:
                 assignment[r.id] = split
+        # Carry what was actually dealt, not the plan: units of several records
+        # overshoot their target, and that must be made up in later strata.
+        carry = {s: raw[s] - filled[s] for s in SPLITS}
     return assignment
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from data.adapters import ColumnMap
+from data.dedup import normalize_text
 from data.formats import RawRow, iter_rows
 from data.schema import LABELS, LANGS, MAX_TEXT_CHARS, Record
 
@@ -60,7 +61,9 @@ def validate_fields(fields: dict, where: str) -> list[Issue]:
     """Check one row's fields; returns the issues (empty when valid)."""
     issues = []
     text = fields.get("text")
-    if text is None or (isinstance(text, str) and not text.strip()):
+    # Judge emptiness after normalisation: a text of zero-width characters only
+    # would otherwise pass here and reach training as an empty string.
+    if text is None or (isinstance(text, str) and not normalize_text(text)):
         issues.append(Issue(where, "empty_text", ERROR_CODES["empty_text"]))
     elif not isinstance(text, str):
         issues.append(Issue(where, "bad_text_type", f"text is a {type(text).__name__}, not a string"))
