@@ -46,6 +46,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"qorgan {args.command}: error: {exc}", file=sys.stderr)
         return 2
 
-
-if __name__ == "__main__":
-    sys.exit(main())

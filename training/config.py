@@ -110,8 +110,10 @@ class ExportConfig:
     int8_min_flag_agreement: float = 0.99
 
     def __post_init__(self) -> None:
-        if not 0 < self.int8_min_flag_agreement <= 1:
-            raise ValueError("export.int8_min_flag_agreement must be in (0, 1]")
+        if not 0 <= self.int8_min_flag_agreement <= 1:
+            raise ValueError("export.int8_min_flag_agreement must be in [0, 1]")
+        if self.fp32_atol <= 0 or self.int8_max_proba_diff <= 0:
+            raise ValueError("export.fp32_atol and export.int8_max_proba_diff must be > 0")
 
 
 @dataclass
