@@ -156,11 +156,6 @@ def test_one_word_edits_of_long_messages_are_mostly_caught():
     assert _near_recall(_one_word_edits(30)) >= 0.75  # ~230 characters
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "MinHash-LSH with 64 permutations and equal false-positive/negative weights finds "
-    "about half of the one-word edits of ~115-character messages although their 4-gram "
-    "Jaccard (about 0.85) is over the 0.8 threshold; weights=(0.2, 0.8) or more "
-    "permutations would raise it to about 0.9. Remove this marker when tuned."))
 def test_one_word_edits_of_chat_length_messages_are_caught():
     assert _near_recall(_one_word_edits(14)) >= 0.8
 
