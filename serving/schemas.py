@@ -1,0 +1,133 @@
+"""Request and response models of the HTTP API.
+
+The request models are BentoML IO descriptors (pydantic models), so that
+BentoML uses them as they are. Every input model forbids unknown fields and sets ``hide_input_in_errors`` so
+that neither an error response nor a logged validation error ever contains the
+text of a message.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from bentoml import IODescriptor
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from serving.settings import MAX_ID_CHARS, MAX_MESSAGES, MAX_TEXT_CHARS
+
+_INPUT_CONFIG = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+
+def _not_blank(text: str) -> str:
+    if not text.strip():
+        raise PydanticCustomError("empty_text", "text is empty or only whitespace")
+    return text
+
+
+#: One message text: 1 to ``MAX_TEXT_CHARS`` characters, not only whitespace.
+Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
+
+
+class Message(BaseModel):
+    """A message to score; ``id`` is echoed back so results can be matched."""
+
+    model_config = _INPUT_CONFIG
+
+    id: str = Field(min_length=1, max_length=MAX_ID_CHARS)
+    text: Text
+
+    @field_validator("text")
+    @classmethod
+    def _check_text(cls, value: str) -> str:
+        return _not_blank(value)
+
+
+def _messages_accept_strings(schema: dict[str, Any]) -> None:
+    """Document that ``messages`` items may be bare strings.
+
+    Validation turns strings into objects first. The string branch comes first
+    because BentoML flattens ``anyOf`` to its first branch in ``/schema.json``,
+    and ``bentoml.SyncHTTPClient`` shapes its payload by that schema: under an
+    object schema it would turn a string into ``{}``; under a string schema it
+    passes strings and objects through unchanged.
+    """
+    schema["items"] = {"anyOf": [{"type": "string", "minLength": 1, "maxLength": MAX_TEXT_CHARS},
+                                 schema["items"]]}
+
+
+class ScoreRequest(IODescriptor):
+    """``{"messages": [{"id", "text"}, …], "policy": "moderation"}``.
+
+    A bare list of strings is accepted as the whole body or as ``messages``;
+    such messages get their position as id (``"0"``, ``"1"``, …).
+    """
+
+    model_config = _INPUT_CONFIG
+
+    messages: list[Message] = Field(min_length=1, max_length=MAX_MESSAGES,
+                                    json_schema_extra=_messages_accept_strings)
+    policy: str = Field(default="moderation", min_length=1, max_length=64)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_list(cls, data: Any) -> Any:
+        return {"messages": data} if isinstance(data, list) else data
+
+    @field_validator("messages", mode="before")
+    @classmethod
+    def _strings_to_messages(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"id": str(i), "text": m} if isinstance(m, str) else m for i, m in enumerate(value)]
+        return value
+
+
+class ProbaRequest(IODescriptor):
+    """``{"texts": [...]}``: the batchable endpoint that adaptive batching merges."""
+
+    model_config = _INPUT_CONFIG
+
+    texts: list[Text] = Field(min_length=1, max_length=MAX_MESSAGES)
+
+    @field_validator("texts")
+    @classmethod
+    def _no_blank(cls, value: list[str]) -> list[str]:
+        for i, text in enumerate(value):
+            if not text.strip():
+                raise PydanticCustomError("empty_text", "text {index} is empty or only whitespace",
+                                          {"index": i})
+        return value
+
+
+class MessageScore(BaseModel):
+    """Scores of one message: calibrated probabilities, flags under the policy, priority."""
+
+    id: str
+    scores: dict[str, float]
+    flags: dict[str, bool]
+    priority: str
+
+
+class ScoreResponse(BaseModel):
+    """The answer of ``POST /score``, results in request order."""
+
+    model: str
+    model_version: str
+    policy: str
+    results: list[MessageScore]
+
+
+def unknown_policy_error(policy: str, known: tuple[str, ...]) -> ValidationError:
+    """The same 400 a schema violation gets, for a policy the loaded model does not have."""
+    detail = InitErrorDetails(
+        type=PydanticCustomError("unknown_policy", "unknown policy; this model has {known}",
+                                 {"known": ", ".join(known)}),
+        loc=("policy",), input=policy)
+    return ValidationError.from_exception_data("ScoreRequest", [detail], hide_input=True)

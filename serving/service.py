@@ -1,0 +1,186 @@
+"""The BentoML HTTP service: ``bentoml serve serving.service:Qorgan``.
+
+Endpoints (all JSON):
+
+- ``POST /score`` — ``{"messages": [{"id", "text"}, …], "policy": "moderation"}``
+  (or a bare list of strings) → per message its id, calibrated scores, flags
+  and triage priority, with the model name, version and policy.
+- ``POST /proba`` — ``{"texts": [...]}`` → calibrated probabilities in label
+  order. It is the batchable method: concurrent ``/score`` requests reach it
+  through BentoML's in-process proxy, and adaptive batching merges them into
+  one model call.
+- ``GET /model`` — name, version, labels, languages, policies with thresholds,
+  priority rules, limits and a metrics summary of the loaded bundle.
+- ``GET /healthz`` ``/livez`` ``/readyz`` ``/metrics`` — BentoML's probes and
+  Prometheus metrics (``/metrics`` answers under ``bentoml serve``).
+
+The bundle comes from ``QORGAN_BUNDLE`` (default ``models/default``); see
+:mod:`serving.settings` and :mod:`serving.auth` for every other variable.
+No message text is ever logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import anyio.to_thread
+import bentoml
+import numpy as np
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from serving.auth import (
+    INTERNAL_TOKEN,
+    ApiKeyMiddleware,
+    ApiKeys,
+    BodySizeLimitMiddleware,
+    InsecureBindError,
+    check_bind,
+    listening_hosts,
+    serve_command_host,
+)
+from serving.metrics import service_metrics
+from serving.schemas import (
+    Message,
+    MessageScore,
+    ProbaRequest,
+    ScoreRequest,
+    ScoreResponse,
+    unknown_policy_error,
+)
+from serving.scorer import Scorer
+from serving.settings import MAX_ID_CHARS, MAX_MESSAGES, MAX_TEXT_CHARS, ServiceSettings
+
+# A child of the "bentoml" logger, so that `bentoml serve` shows its lines.
+logger = logging.getLogger("bentoml.qorgan")
+
+#: Adaptive batching: the most texts merged into one model call, and the longest
+#: a request may wait in the batching queue (the dispatcher answers 503 beyond it).
+MAX_BATCH_TEXTS = 4 * MAX_MESSAGES
+MAX_LATENCY_MS = 30_000
+
+
+def _metrics_summary(bundle) -> dict[str, Any]:
+    """The headline numbers of ``metrics.json``, those a client may want to show."""
+    metrics = bundle.metrics
+    pr_auc = metrics.get("macro_pr_auc", {})
+    calibration = metrics.get("calibration", {})
+    parity = metrics.get("parity", {})
+    return {
+        "macro_pr_auc": pr_auc.get("onnx_int8", pr_auc.get("torch")),
+        "calibration": {k: calibration[k] for k in ("ece_before", "ece_after", "brier_before", "brier_after")
+                        if k in calibration},
+        "int8_parity": {k: parity[k] for k in ("int8_max_abs_proba_diff", "int8_flag_agreement") if k in parity},
+    }
+
+
+async def _model_info(_: Request) -> JSONResponse:
+    return JSONResponse(bentoml.get_current_service().model_info())
+
+
+@bentoml.service(
+    name="qorgan",
+    workers=ServiceSettings.from_env().workers,
+    traffic={"timeout": 60},
+)
+class Qorgan:
+    """Scores children's messages for bullying, threats, self-harm risk and bullying disclosures."""
+
+    def __init__(self) -> None:
+        settings = ServiceSettings.from_env()
+        # The command-line check (below) covers `bentoml serve`; this one covers any
+        # other way of starting a worker, by looking at the socket it really listens on.
+        check_bind(listening_hosts(), ApiKeys.from_env())
+        self.scorer = Scorer.from_bundle(settings.bundle, workers=settings.workers,
+                                         intra_op_threads=settings.intra_op_threads)
+        self.scorer.proba(["warm-up"])  # fail now, not on the first request, if the graph cannot run
+        self._metrics = service_metrics()
+        self._metrics.model_info.labels(name=self.scorer.name, version=self.scorer.version).set(1)
+        self._proxy_ready = False
+        logger.info("loaded model %s %s from %s (%d intra-op threads)", self.scorer.name,
+                    self.scorer.version, settings.bundle, self.scorer.config.threads)
+
+    @bentoml.on_deployment
+    def refuse_insecure_bind() -> None:
+        """Stop ``bentoml serve --host <public>`` before it binds, when no API key is set."""
+        host = serve_command_host()
+        if host is not None:
+            try:
+                check_bind([host], ApiKeys.from_env())
+            except InsecureBindError as exc:
+                raise SystemExit(f"qorgan: {exc}") from None
+
+    def __is_ready__(self) -> bool:
+        return getattr(self, "scorer", None) is not None
+
+    # -- endpoints ---------------------------------------------------------------
+
+    @bentoml.api(route="/score", input_spec=ScoreRequest)
+    async def score(self, messages: list[Message], policy: str = "moderation") -> ScoreResponse:
+        """Score messages under a policy: calibrated scores, flags and triage priority per message."""
+        if policy not in self.scorer.policies:
+            raise unknown_policy_error(policy, self.scorer.policies)
+        proba = await self._proba([m.text for m in messages])
+        scores = self.scorer.scores_from_proba(proba, policy)
+        self._metrics.record(policy, self.scorer.labels,
+                             [sum(s.flags[lb] for s in scores) for lb in self.scorer.labels],
+                             [s.priority for s in scores])
+        return ScoreResponse(
+            model=self.scorer.name, model_version=self.scorer.version, policy=policy,
+            results=[MessageScore(id=m.id, scores=s.scores, flags=s.flags, priority=s.priority)
+                     for m, s in zip(messages, scores, strict=True)])
+
+    @bentoml.api(route="/proba", input_spec=ProbaRequest, batchable=True,
+                 max_batch_size=MAX_BATCH_TEXTS, max_latency_ms=MAX_LATENCY_MS)
+    def proba(self, texts: list[str]) -> list[list[float]]:
+        """Calibrated probabilities per text, in the label order of ``GET /model``."""
+        return self.scorer.proba(texts).tolist()
+
+    # -- helpers -------------------------------------------------------------------
+
+    async def _proba(self, texts: list[str]) -> np.ndarray:
+        """Probabilities through the batchable endpoint, so concurrent requests share a model call."""
+        client = getattr(self, "to_async", None)
+        if client is None:  # not running under a BentoML server
+            return await anyio.to_thread.run_sync(self.scorer.proba, texts)
+        if not self._proxy_ready:
+            # The hop goes back through the ASGI app and so through the API-key check.
+            # BentoML's proxy client builds every session from this dict.
+            client.default_headers["Authorization"] = f"Bearer {INTERNAL_TOKEN}"
+            self._proxy_ready = True
+        return np.asarray(await client.proba(texts=texts), dtype=np.float32)
+
+    def model_info(self) -> dict[str, Any]:
+        """What ``GET /model`` answers: the loaded bundle's identity, policies and quality."""
+        bundle = self.scorer.bundle
+        manifest = bundle.manifest
+        policies = {
+            policy: {lb: {k: per_label[lb].get(k) for k in ("threshold", "objective", "precision", "recall")}
+                     for lb in bundle.labels}
+            for policy, per_label in bundle.calibration["policies"].items()
+        }
+        return {
+            "name": bundle.name,
+            "version": bundle.version,
+            "created": manifest.get("created"),
+            "git_commit": manifest.get("git_commit"),
+            "labels": list(bundle.labels),
+            "languages": list(bundle.languages),
+            "policies": policies,
+            "default_policy": ScoreRequest.model_fields["policy"].default,
+            "priority": bundle.priority,
+            "calibration_method": manifest.get("calibration_method"),
+            "max_length_tokens": bundle.max_length,
+            "limits": {"max_messages": MAX_MESSAGES, "max_text_chars": MAX_TEXT_CHARS,
+                       "max_id_chars": MAX_ID_CHARS},
+            "metrics": _metrics_summary(bundle),
+        }
+
+
+# Outermost first: reject a missing key before reading any body.
+Qorgan.add_asgi_middleware(ApiKeyMiddleware)
+Qorgan.add_asgi_middleware(BodySizeLimitMiddleware)
+Qorgan.mount_asgi_app(Starlette(routes=[Route("/model", _model_info, methods=["GET"])]), path="/")

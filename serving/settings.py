@@ -1,0 +1,66 @@
+"""Service settings, read once from the environment.
+
+Every variable the HTTP service reads is named here; ``README`` documents them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+#: Path of the model bundle the service loads.
+ENV_BUNDLE = "QORGAN_BUNDLE"
+#: Server worker processes (each loads its own scorer).
+ENV_WORKERS = "QORGAN_WORKERS"
+#: onnxruntime intra-op threads per worker; default: available cores ÷ workers.
+ENV_THREADS = "QORGAN_INTRA_OP_THREADS"
+#: Largest accepted request body in bytes.
+ENV_MAX_BODY = "QORGAN_MAX_BODY_BYTES"
+#: Comma-separated API keys, and a file with one key per line.
+ENV_API_KEYS = "QORGAN_API_KEYS"
+ENV_API_KEYS_FILE = "QORGAN_API_KEYS_FILE"
+
+DEFAULT_BUNDLE = "models/default"
+
+#: Request limits. ``MAX_TEXT_CHARS`` is the same bound as the data schema's
+#: (serving must not import ``data``): a longer message is refused, not cut.
+MAX_MESSAGES = 256
+MAX_TEXT_CHARS = 5000
+MAX_ID_CHARS = 256
+#: 256 messages × 5,000 characters, JSON-escaped (up to 6 bytes a character), plus framing.
+DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+
+
+def _int(environ: Mapping[str, str], name: str, default: int | None) -> int | None:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """What the service needs to start: bundle path, workers, threads, body limit."""
+
+    bundle: Path = Path(DEFAULT_BUNDLE)
+    workers: int = 1
+    intra_op_threads: int | None = None
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ServiceSettings:
+        env = os.environ if environ is None else environ
+        return cls(
+            bundle=Path(env.get(ENV_BUNDLE, "").strip() or DEFAULT_BUNDLE),
+            workers=_int(env, ENV_WORKERS, 1),
+            intra_op_threads=_int(env, ENV_THREADS, None),
+            max_body_bytes=_int(env, ENV_MAX_BODY, DEFAULT_MAX_BODY_BYTES),
+        )

@@ -1,0 +1,179 @@
+"""``bentoml serve serving.service:Qorgan`` in a real subprocess: scoring through
+``bentoml.SyncHTTPClient``, Prometheus metrics, adaptive batching, logs free of
+message text, and the refusal to listen publicly without an API key."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENTOML = str(Path(sys.executable).parent / "bentoml")
+MARKER = "otter-compass-4419"
+START_TIMEOUT_S = 90
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def server_env(tiny_bundle: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QORGAN_", "BENTOML_"))}
+    env.update(QORGAN_BUNDLE=str(tiny_bundle), QORGAN_INTRA_OP_THREADS="1", BENTOML_DO_NOT_TRACK="True")
+    return env
+
+
+def get(url: str, timeout: float = 5) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def post(url: str, body, timeout: float = 30) -> tuple[int, str]:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM the server's process group (it started its own), SIGKILL if it lingers."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(tiny_bundle, tmp_path_factory):
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("served") / "server.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [BENTOML, "serve", "serving.service:Qorgan", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=ROOT, env=server_env(tiny_bundle), stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"server exited with {proc.returncode}:\n{log_path.read_text(errors='replace')}")
+            try:
+                if get(f"{url}/readyz", timeout=2)[0] == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"server not ready after {START_TIMEOUT_S} s:\n{log_path.read_text(errors='replace')}")
+            time.sleep(0.5)
+        yield url, log_path
+    finally:
+        stop(proc)
+
+
+def test_scores_through_the_bentoml_client(server, tiny_bundle):
+    import bentoml
+
+    from models.bundle import load_bundle
+
+    url, _ = server
+    bundle = load_bundle(tiny_bundle)
+    with bentoml.SyncHTTPClient(url, server_ready_timeout=30) as client:
+        out = client.score(messages=[{"id": "m1", "text": f"{MARKER} see you after class"},
+                                     {"id": "m2", "text": "Сәлем, қалың қалай?"}], policy="triage")
+        assert out["model"] == bundle.name and out["model_version"] == bundle.version
+        assert [m["id"] for m in out["results"]] == ["m1", "m2"]
+        assert all(list(m["scores"]) == list(bundle.labels) for m in out["results"])
+        out = client.score(messages=["first note", "second note"])
+        assert [m["id"] for m in out["results"]] == ["0", "1"] and out["policy"] == "moderation"
+        assert len(client.proba(texts=["one", "two", "three"])) == 3
+
+
+def test_health_model_and_refusals(server):
+    url, _ = server
+    for path in ("/healthz", "/livez", "/readyz"):
+        assert get(url + path)[0] == 200
+    status, body = get(url + "/model")
+    assert status == 200 and json.loads(body)["labels"]
+    status, body = post(url + "/score", {"messages": [f"{MARKER} x" * 2000]})
+    assert status == 400 and MARKER not in body
+
+
+def test_concurrent_requests_are_batched_and_counted(server, tiny_bundle):
+    from models.bundle import load_bundle
+
+    url, _ = server
+    bundle = load_bundle(tiny_bundle)
+
+    def one(i: int) -> int:
+        return post(url + "/score", {"messages": [f"note {i} {j}" for j in range(8)], "policy": "triage"})[0]
+
+    def batch_histogram() -> tuple[float, float]:
+        lines = get(url + "/metrics")[1].splitlines()
+        value = {k: sum(float(line.rsplit(" ", 1)[1]) for line in lines
+                        if line.startswith(f"bentoml_service_adaptive_batch_size_{k}{{") and 'method_name="proba"' in line)
+                 for k in ("sum", "count")}
+        return value["sum"], value["count"]
+
+    # BentoML's dispatcher first calibrates on a few dozen single calls; then a burst
+    # of concurrent requests is merged: more requests than model calls.
+    merged = False
+    with cf.ThreadPoolExecutor(12) as pool:
+        for _ in range(6):
+            assert set(pool.map(one, range(48))) == {200}
+            requests, calls = batch_histogram()
+            if requests > calls:
+                merged = True
+                break
+    assert merged, f"no request was merged: {requests} requests in {calls} calls"
+
+    metrics = get(url + "/metrics")[1]
+    assert f'qorgan_model_info{{name="{bundle.name}",version="{bundle.version}"}} 1.0' in metrics
+    assert 'qorgan_messages_scored_total{policy="triage"}' in metrics
+    assert "qorgan_priority_total{" in metrics
+    flagged = [line for line in metrics.splitlines() if line.startswith("qorgan_flags_total{")]
+    assert flagged and all(any(f'label="{lb}"' in line for lb in bundle.labels) for line in flagged)
+
+
+def test_server_log_has_no_message_text(server):
+    _, log_path = server
+    post(server[0] + "/score", {"messages": [f"{MARKER} hello"], "policy": f"{MARKER}"})
+    time.sleep(0.5)
+    log = log_path.read_text(errors="replace")
+    assert "loaded model" in log and "/score" in log
+    assert MARKER not in log
+
+
+def test_refuses_a_public_address_without_an_api_key(tiny_bundle):
+    proc = subprocess.Popen(
+        [BENTOML, "serve", "serving.service:Qorgan", "--host", "0.0.0.0", "--port", str(free_port())],
+        cwd=ROOT, env=server_env(tiny_bundle), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        stop(proc)
+    assert proc.returncode != 0
+    assert b"refusing to serve on 0.0.0.0 without an API key" in out
