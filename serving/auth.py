@@ -213,5 +213,10 @@ def listening_hosts() -> list[str]:
     import psutil
 
     proc = psutil.Process()
-    conns = proc.net_connections(kind="inet") if hasattr(proc, "net_connections") else proc.connections(kind="inet")
+    try:
+        conns = (proc.net_connections(kind="inet") if hasattr(proc, "net_connections")
+                 else proc.connections(kind="inet"))
+    except psutil.Error as exc:  # the command-line check still applies
+        logger.warning("cannot list this process's sockets (%s); bind address not re-checked", exc)
+        return []
     return [c.laddr.ip for c in conns if c.status == psutil.CONN_LISTEN and c.laddr]
