@@ -26,13 +26,13 @@ SUPPORTED_SCHEMA_VERSIONS = (1,)
 
 # File names inside a bundle: the only place they are spelled.
 MANIFEST_FILE = "bundle.json"
-MODEL_FILE = "model.onnx"  # int8, used for serving
+MODEL_FILE = "model.onnx"  # int8 graph
 MODEL_FP32_FILE = "model.fp32.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 CALIBRATION_FILE = "calibration.json"
 METRICS_FILE = "metrics.json"
 CARD_FILE = "README.md"
-REQUIRED_FILES = (MODEL_FILE, TOKENIZER_FILE, CALIBRATION_FILE, METRICS_FILE, CARD_FILE)
+REQUIRED_FILES = (TOKENIZER_FILE, CALIBRATION_FILE, METRICS_FILE, CARD_FILE)
 
 #: Model variants and their files.
 VARIANTS = {"int8": MODEL_FILE, "fp32": MODEL_FP32_FILE}
@@ -115,10 +115,22 @@ class Bundle:
     def tokenizer_path(self) -> Path:
         return self.path / TOKENIZER_FILE
 
-    def model_path(self, variant: str = "int8") -> Path:
-        if variant not in VARIANTS:
-            raise BundleError(f"unknown model variant {variant!r}; expected one of {sorted(VARIANTS)}")
-        return self.path / VARIANTS[variant]
+    @property
+    def variants(self) -> dict[str, str]:
+        """Model variants this bundle ships (``int8`` and/or ``fp32``) and their files."""
+        return dict(self.manifest["onnx"]["variants"])
+
+    @property
+    def serving_variant(self) -> str:
+        """The variant served by default: ``int8`` when it passed its parity check, else ``fp32``."""
+        return self.manifest["onnx"]["serving_variant"]
+
+    def model_path(self, variant: str | None = None) -> Path:
+        """Path of the ONNX graph of ``variant`` (default: the serving variant)."""
+        variant = variant or self.serving_variant
+        if variant not in self.variants:
+            raise BundleError(f"{self.path}: this bundle has no {variant!r} model; it has {sorted(self.variants)}")
+        return self.path / self.variants[variant]
 
     def temperatures(self) -> np.ndarray:
         """Per-label temperatures, in label order."""
@@ -160,6 +172,10 @@ def load_bundle(path: str | Path, *, verify: bool = True) -> Bundle:
         if verify and sha256_file(f) != expected:
             raise BundleError(f"{root}: {name} does not match its sha256 in {MANIFEST_FILE}; "
                               "the bundle was modified or corrupted — rebuild or re-download it")
+    onnx_info = manifest["onnx"]
+    serving = onnx_info.get("serving_variant")
+    if serving not in onnx_info.get("variants", {}) or onnx_info["variants"][serving] not in files:
+        raise BundleError(f"{root}: the manifest names no model file for its serving variant {serving!r}")
     calibration = _read_json(root / CALIBRATION_FILE)
     metrics = _read_json(root / METRICS_FILE)
     bundle = Bundle(root, manifest, calibration, metrics)
@@ -184,6 +200,7 @@ def write_bundle(
     max_length: int,
     onnx_inputs: list[str],
     onnx_output: str,
+    serving_variant: str,
     files: dict[str, Path],
     calibration: dict[str, Any],
     metrics: dict[str, Any],
@@ -192,8 +209,9 @@ def write_bundle(
 ) -> Bundle:
     """Write a complete bundle atomically and return it, verified.
 
-    ``files`` maps bundle file names (``MODEL_FILE``, ``MODEL_FP32_FILE``,
-    ``TOKENIZER_FILE``) to the paths to copy from.
+    ``files`` maps bundle file names (``MODEL_FILE`` for int8, ``MODEL_FP32_FILE``,
+    ``TOKENIZER_FILE``, plots) to the paths to copy from; ``serving_variant``
+    (``int8`` or ``fp32``) is the graph served by default.
     """
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -216,7 +234,8 @@ def write_bundle(
             "priority": priority,
             "tokenizer": {"file": TOKENIZER_FILE, "max_length": int(max_length)},
             "onnx": {"inputs": list(onnx_inputs), "output": onnx_output,
-                     "variants": {k: v for k, v in VARIANTS.items() if (tmp / v).exists()}},
+                     "variants": {k: v for k, v in VARIANTS.items() if (tmp / v).exists()},
+                     "serving_variant": serving_variant},
             "calibration_method": calibration.get("method"),
             "files": {p.name: sha256_file(p) for p in sorted(tmp.iterdir())},
             "config": config,

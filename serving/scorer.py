@@ -53,7 +53,8 @@ class ScorerConfig:
     several server workers on one host do not each claim every core.
     """
 
-    variant: str = "int8"
+    #: ``int8`` or ``fp32``; ``None`` serves the bundle's serving variant.
+    variant: str | None = None
     intra_op_threads: int | None = None
     workers: int = 1
     batch_size: int = 32
@@ -119,8 +120,6 @@ class Scorer:
         self.bundle = bundle
         self.config = config or ScorerConfig()
         model_path = bundle.model_path(self.config.variant)
-        if not model_path.is_file():
-            raise BundleError(f"{bundle.path}: this bundle has no {self.config.variant} model ({model_path.name})")
 
         self.tokenizer = Tokenizer.from_file(str(bundle.tokenizer_path))
         self.pad_id, pad_token = self._pad_token(self.tokenizer)
@@ -159,7 +158,7 @@ class Scorer:
         cls,
         path: str | Path,
         *,
-        variant: str = "int8",
+        variant: str | None = None,
         intra_op_threads: int | None = None,
         workers: int = 1,
         batch_size: int = 32,

@@ -70,10 +70,13 @@ def _metrics_summary(bundle) -> dict[str, Any]:
     calibration = metrics.get("calibration", {})
     parity = metrics.get("parity", {})
     return {
-        "macro_pr_auc": pr_auc.get("onnx_int8", pr_auc.get("torch")),
+        "macro_pr_auc": pr_auc.get(f"onnx_{parity.get('serving_variant')}", pr_auc.get("torch")),
         "calibration": {k: calibration[k] for k in ("ece_before", "ece_after", "brier_before", "brier_after")
                         if k in calibration},
-        "int8_parity": {k: parity[k] for k in ("int8_max_abs_proba_diff", "int8_flag_agreement") if k in parity},
+        "served_variant": parity.get("serving_variant"),
+        "int8_recipe": parity.get("int8_recipe"),
+        "int8_parity": [{k: a[k] for k in ("recipe", "max_abs_proba_diff", "flag_agreement", "passed") if k in a}
+                        for a in parity.get("int8_attempts", [])],
     }
 
 

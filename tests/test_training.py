@@ -12,7 +12,7 @@ import pytest
 from data.schema import LABELS
 from training.calibrate import PolicyFitter, TemperatureScaler, choose_threshold
 from training.config import ExportConfig, PolicyConfig, load_config
-from training.export import ParityError, check_parity
+from training.export import ParityError, check_fp32_parity, check_int8_parity
 
 
 def _synthetic(n=3000, seed=0, scale=4.0):
@@ -106,17 +106,19 @@ def test_default_config_loads_and_round_trips(tmp_path):
     assert load_config(saved) == config
 
 
-def test_parity_gate_refuses_drifting_graphs():
+def test_parity_gates_refuse_drifting_graphs():
     rng = np.random.default_rng(0)
     logits = rng.normal(0, 2, (200, 4))
     temps = np.ones(4)
     ths = {"moderation": np.full(4, 0.5)}
-    report = check_parity(logits, logits + 1e-6, logits, temps, ths, ExportConfig())
-    assert report["passed"]
+    assert check_fp32_parity(logits, logits + 1e-6, ExportConfig())["passed"]
     with pytest.raises(ParityError, match="fp32 logits differ"):
-        check_parity(logits, logits + 1e-2, logits, temps, ths, ExportConfig())
-    with pytest.raises(ParityError, match="int8"):
-        check_parity(logits, logits, logits + rng.normal(0, 1, logits.shape), temps, ths, ExportConfig())
+        check_fp32_parity(logits, logits + 1e-2, ExportConfig())
+    assert check_int8_parity(logits, logits + 1e-3, temps, ths, ExportConfig())["passed"]
+    drift = check_int8_parity(logits, logits + rng.normal(0, 1, logits.shape), temps, ths, ExportConfig())
+    assert not drift["passed"]
+    assert any("probabilities differ" in p for p in drift["problems"])
+    assert any("moderation flags agree" in p for p in drift["problems"])
 
 
 # ---------------------------------------------------------------- end to end
@@ -132,7 +134,9 @@ def test_end_to_end_bundle_is_complete_and_onnx_matches_torch(tiny_bundle, tiny_
     assert bundle.labels == LABELS
     assert set(bundle.policies) == {"moderation", "triage"}
     assert bundle.priority["levels"] == ["urgent", "high", "normal", "low"]
-    assert bundle.metrics["parity"]["passed"]
+    parity = bundle.metrics["parity"]
+    assert parity["fp32"]["passed"] and parity["serving_variant"] == "int8"
+    assert parity["int8_attempts"][-1]["passed"] and bundle.model_path().name == "model.onnx"
     assert set(bundle.metrics["macro_pr_auc"]) == {"torch", "onnx_int8", "baseline"}
     for name in ("model.onnx", "model.fp32.onnx", "tokenizer.json", "calibration.json", "metrics.json",
                  "README.md", "reliability.png", "pr_curves.png"):
@@ -202,3 +206,25 @@ def test_baseline_learns_a_separable_signal():
     logits = TfidfBaseline().fit(texts, y).decision_function(texts)
     assert logits.shape == (120, 4)
     assert (logits[:60, 0] > logits[60:, 0]).mean() > 0.95
+
+
+def test_without_a_passing_int8_recipe_the_fp32_graph_is_served_or_the_bundle_refused(
+        tiny_bundle, tiny_run_config, tmp_path):
+    from dataclasses import replace
+
+    from models.bundle import load_bundle
+    from training.pipeline import run_pipeline
+
+    strict = replace(tiny_run_config.export, int8_max_proba_diff=1e-12, require_int8=True)
+    config = replace(tiny_run_config, bundle_dir=str(tmp_path / "refused"), export=strict,
+                     train=replace(tiny_run_config.train, reuse_model=True))
+    with pytest.raises(ParityError, match="no int8 recipe passed"):
+        run_pipeline(config)
+    assert not (tmp_path / "refused").exists()
+
+    config = replace(config, bundle_dir=str(tmp_path / "fp32"), export=replace(strict, require_int8=False))
+    bundle = load_bundle(run_pipeline(config))
+    assert bundle.serving_variant == "fp32" and bundle.model_path().name == "model.fp32.onnx"
+    assert not (bundle.path / "model.onnx").exists()
+    assert [a["recipe"] for a in bundle.metrics["parity"]["int8_attempts"]] == ["dynamic", "weight_only"]
+    assert "fp32 graph is served" in (bundle.path / "README.md").read_text(encoding="utf-8")

@@ -57,6 +57,8 @@ class TrainConfig:
     max_pos_weight: float = 10.0
     #: Stop after this many optimiser steps (-1: no cap). For smoke tests and budgets.
     max_steps: int = -1
+    #: Skip fine-tuning and reuse ``run_dir/model`` from an earlier run (re-calibrate, re-export).
+    reuse_model: bool = False
     #: Evaluate (and checkpoint) every N steps; 0 evaluates once per epoch.
     eval_steps: int = 0
     logging_steps: int = 20
@@ -108,8 +110,15 @@ class ExportConfig:
     fp32_atol: float = 1e-4
     int8_max_proba_diff: float = 0.03
     int8_min_flag_agreement: float = 0.99
+    #: Int8 recipes tried in order (see training.export); the first that passes is shipped.
+    int8_recipes: list[str] = field(default_factory=lambda: ["dynamic", "weight_only"])
+    #: Refuse the bundle when no int8 recipe passes (otherwise the fp32 graph is served).
+    require_int8: bool = False
 
     def __post_init__(self) -> None:
+        unknown = [r for r in self.int8_recipes if r not in ("dynamic", "weight_only")]
+        if unknown:
+            raise ValueError(f"export.int8_recipes has unknown recipes {unknown}; known: ['dynamic', 'weight_only']")
         if not 0 <= self.int8_min_flag_agreement <= 1:
             raise ValueError("export.int8_min_flag_agreement must be in [0, 1]")
         if self.fp32_atol <= 0 or self.int8_max_proba_diff <= 0:

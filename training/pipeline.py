@@ -23,9 +23,18 @@ from training.baseline import TfidfBaseline
 from training.calibrate import PolicyFitter, TemperatureScaler
 from training.config import RunConfig
 from training.evaluate import calibration_summary, label_table, plot_pr_curves, plot_reliability
-from training.export import ONNX_INPUTS, ONNX_OUTPUT, check_parity, export_onnx, onnx_logits
+from training.export import (
+    ONNX_INPUTS,
+    ONNX_OUTPUT,
+    ParityError,
+    check_fp32_parity,
+    check_int8_parity,
+    export_onnx,
+    onnx_logits,
+    quantize_int8,
+)
 from training.report import model_card
-from training.train import predict_logits, resolve_base_model, train_model
+from training.train import MODEL_SUBDIR, load_trained, predict_logits, resolve_base_model, train_model
 
 CONFIG_FILE = "config.yaml"
 PLOTS = ("reliability.png", "pr_curves.png")
@@ -61,15 +70,22 @@ def run_pipeline(config: RunConfig) -> Path | None:
     data_dir = run_dir / "data"
 
     with stage("prepare data (validate, normalise, deduplicate, split)", timings):
-        prepare_dataset(config.data, data_dir)
+        # A reused model keeps the splits it was trained on: re-splitting could
+        # move its training messages into calib or test.
+        if not (config.train.reuse_model and (data_dir / MANIFEST_FILE).is_file()):
+            prepare_dataset(config.data, data_dir)
         train, calib, test = (read_split(data_dir, s) for s in ("train", "calib", "test"))
         print(f"[qorgan]   train {len(train)}, calib {len(calib)}, test {len(test)}", file=sys.stderr)
     with stage("base model", timings):
         base = resolve_base_model(config.model)
-    with stage("fine-tune", timings):
-        model, tokenizer, trainer = train_model(config, train, calib, run_dir)
-    if not trainer.is_world_process_zero():
-        return None
+    if config.train.reuse_model:
+        with stage(f"reuse the fine-tuned model in {run_dir / MODEL_SUBDIR}", timings):
+            model, tokenizer = load_trained(run_dir / MODEL_SUBDIR)
+    else:
+        with stage("fine-tune", timings):
+            model, tokenizer, trainer = train_model(config, train, calib, run_dir)
+        if not trainer.is_world_process_zero():
+            return None
 
     y_calib, y_test = _labels(calib), _labels(test)
     test_texts = [r.text for r in test]
@@ -89,17 +105,36 @@ def run_pipeline(config: RunConfig) -> Path | None:
             "policies": policies,
         }
     export_dir = run_dir / "onnx"
-    with stage("export ONNX fp32 + int8 and check parity", timings):
-        fp32_path, int8_path = export_onnx(model, tokenizer, export_dir, config.export.opset)
+    with stage("export ONNX fp32 and check parity", timings):
+        fp32_path = export_onnx(model, tokenizer, export_dir, config.export.opset)
         fp32_logits = onnx_logits(fp32_path, tokenizer, test_texts, max_len, bs)
-        int8_logits = onnx_logits(int8_path, tokenizer, test_texts, max_len, bs)
-        parity = check_parity(test_logits, fp32_logits, int8_logits, scaler.temperature_, thresholds, config.export)
+        parity: dict = {"fp32": check_fp32_parity(test_logits, fp32_logits, config.export), "int8_attempts": []}
         tokenizer.save_pretrained(str(export_dir / "tokenizer"))
+    int8_path = int8_logits = None
+    for recipe in config.export.int8_recipes:
+        with stage(f"quantise int8 ({recipe}) and check parity", timings):
+            path = quantize_int8(fp32_path, export_dir / f"model.int8.{recipe}.onnx", recipe)
+            logits = onnx_logits(path, tokenizer, test_texts, max_len, bs)
+            report = {"recipe": recipe, **check_int8_parity(test_logits, logits, scaler.temperature_,
+                                                              thresholds, config.export)}
+            parity["int8_attempts"].append(report)
+            print(f"[qorgan]   int8 {recipe}: {'passed' if report['passed'] else 'failed: ' + '; '.join(report['problems'])}",
+                  file=sys.stderr)
+        if report["passed"]:
+            int8_path, int8_logits = path, logits
+            break
+    if int8_path is None and config.export.require_int8:
+        raise ParityError("ONNX parity check failed, bundle not written: no int8 recipe passed "
+                          f"({'; '.join(a['recipe'] + ': ' + ', '.join(a['problems']) for a in parity['int8_attempts'])})")
+    serving_variant = "int8" if int8_path is not None else "fp32"
+    parity.update(serving_variant=serving_variant,
+                  int8_recipe=parity["int8_attempts"][-1]["recipe"] if int8_path is not None else None)
 
     metrics: dict = {"test": {}, "macro_pr_auc": {}}
     with stage("evaluate on the test split", timings):
         test_proba = scaler.transform(test_logits)
-        variants = {"torch": test_proba, "onnx_int8": scaler.transform(int8_logits)}
+        variants = {"torch": test_proba, f"onnx_{serving_variant}":
+                    scaler.transform(int8_logits if int8_path is not None else fp32_logits)}
         for name, proba in variants.items():
             metrics["test"][name] = label_table(proba, y_test, test_langs, list(LABELS), thresholds)
         metrics["calibration"] = calibration_summary(test_logits, test_proba, y_test, list(LABELS))
@@ -142,7 +177,8 @@ def run_pipeline(config: RunConfig) -> Path | None:
             max_length=max_len,
             onnx_inputs=ONNX_INPUTS,
             onnx_output=ONNX_OUTPUT,
-            files={MODEL_FILE: int8_path, MODEL_FP32_FILE: fp32_path,
+            serving_variant=serving_variant,
+            files={**({MODEL_FILE: int8_path} if int8_path is not None else {}), MODEL_FP32_FILE: fp32_path,
                    TOKENIZER_FILE: export_dir / "tokenizer" / "tokenizer.json",
                    PLOTS[0]: run_dir / PLOTS[0], PLOTS[1]: run_dir / PLOTS[1]},
             calibration=calibration,

@@ -27,11 +27,26 @@ def metrics_table(table: dict, labels: list[str], policies: list[str]) -> str:
 
 def macro_comparison(metrics: dict) -> str:
     """Macro PR-AUC per language for the model variants and the baseline."""
-    variants = [v for v in ("torch", "onnx_int8", "baseline") if v in metrics.get("macro_pr_auc", {})]
+    variants = [v for v in ("torch", "onnx_int8", "onnx_fp32", "baseline") if v in metrics.get("macro_pr_auc", {})]
     langs = list(metrics["macro_pr_auc"][variants[0]])
     lines = ["| lang | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
     for lang in langs:
         lines.append(f"| {lang} | " + " | ".join(_f(metrics["macro_pr_auc"][v][lang]) for v in variants) + " |")
+    return "\n".join(lines)
+
+
+def parity_text(parity: dict) -> str:
+    """Markdown lines describing the fp32 gate and every int8 attempt."""
+    lines = [f"- fp32: max |Δlogit| vs torch = {parity['fp32']['max_abs_logit_diff']:.2e} "
+             f"(gate {parity['fp32']['atol']:.0e}): passed."]
+    for a in parity["int8_attempts"]:
+        agree = ", ".join(f"{k} {v:.2%}" for k, v in a["flag_agreement"].items())
+        lines.append(f"- int8 `{a['recipe']}`: max |Δproba| {a['max_abs_proba_diff']:.3f} "
+                     f"(mean {a['mean_abs_proba_diff']:.4f}), flags identical {agree}: "
+                     f"{'passed' if a['passed'] else 'failed'}.")
+    lines.append(f"- Served graph: **{parity['serving_variant']}**"
+                 + (f" (int8 recipe `{parity['int8_recipe']}`)." if parity.get("int8_recipe") else
+                    " — no int8 recipe met the parity gate, so the fp32 graph is served."))
     return "\n".join(lines)
 
 
@@ -68,7 +83,7 @@ flags are `probability >= threshold` of a policy (`moderation`: precision first;
 ## Model
 - Base encoder: `{base_model}`; multi-label head fine-tuned with BCE (positive weight per label).
 - Calibration: per-label temperature scaling fitted on the calib split.
-- Served graph: ONNX dynamic int8 (`model.onnx`); fp32 graph kept as `model.fp32.onnx`.
+- Served graph: ONNX {metrics['parity']['serving_variant']} (see "Export parity"); fp32 graph in `model.fp32.onnx`.
 
 ## Data
 Written for this project (see `data/DATA_CARD.md` in the repository): {data_summary.get('records', '?')} messages
@@ -90,8 +105,7 @@ Brier {cal['brier_before']:.4f} → {cal['brier_after']:.4f}.
 {chr(10).join(th_lines)}
 
 ## Export parity (test split)
-fp32 max |Δlogit| = {parity['fp32_max_abs_logit_diff']:.2e}; int8 max |Δproba| = {parity['int8_max_abs_proba_diff']:.4f};
-int8 flag agreement = {', '.join(f'{k} {v:.2%}' for k, v in parity['int8_flag_agreement'].items())}.
+{parity_text(parity)}
 
 ## Limits
 - The corpus is small and written for this project, not sampled from real

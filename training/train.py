@@ -88,6 +88,13 @@ def load_classifier(name_or_path: str, *, freeze_embeddings: bool = False):
     return model
 
 
+def load_trained(path: str | Path):
+    """The fine-tuned classifier and tokenizer saved by :func:`train_model`."""
+    from transformers import AutoTokenizer
+
+    return load_classifier(str(path)), AutoTokenizer.from_pretrained(str(path))
+
+
 def predict_logits(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 64) -> np.ndarray:
     """Raw logits from a torch model, scored in length-sorted batches (input order kept)."""
     import torch
@@ -186,6 +193,9 @@ def train_model(config: RunConfig, train: list[Record], calib: list[Record], run
         out = run_dir / MODEL_SUBDIR
         trainer.save_model(str(out))
         tokenizer.save_pretrained(str(out))
+        # The Trainer pickles its arguments beside the weights; the config is
+        # already saved as YAML, and nothing here is loaded with pickle.
+        (out / "training_args.bin").unlink(missing_ok=True)
         with (run_dir / LOG_FILE).open("w", encoding="utf-8") as fh:
             for entry in trainer.state.log_history:
                 fh.write(json.dumps(entry) + "\n")

@@ -1,0 +1,192 @@
+"""The benchmark harness on tiny inputs: FLOP counter, summary helpers, padding,
+quality comparison, the load generator (against an in-process ASGI app), the
+subprocess meter and the README writer. Fast and offline; no model needed."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import httpx
+import numpy as np
+import pytest
+
+from benchmarks import flops as F
+from benchmarks.loadgen import check_loopback, load
+from benchmarks.quality import compare, flag_agreement, macro_pr_auc
+from benchmarks.stats import median, percentile, ratio, summary
+
+# -- FLOP counter ------------------------------------------------------------------------
+
+
+def test_flops_per_message_matches_hand_count_for_e5_small():
+    h, i, L, layers, labels = 384, 1536, 20, 12, 4
+    per_layer_macs = L * (4 * h * h + 2 * h * i) + 2 * L * L * h
+    expected = 2 * (layers * per_layer_macs + h * h + h * labels)
+    assert F.flops_per_message(L) == pytest.approx(expected)
+    # ≈ 0.86 GFLOP for 20 tokens: the order of magnitude the roofline relies on.
+    assert 0.8e9 < F.flops_per_message(L) < 0.9e9
+
+
+def test_flops_grow_linearly_plus_a_quadratic_attention_term():
+    shape = F.EncoderShape(layers=1, hidden=8, intermediate=16, labels=1, pooler=False)
+    f = [F.macs_per_message(L, shape) for L in (1, 2, 3)]
+    # second difference = 2 · (2 · h) from the L² term
+    assert f[2] - 2 * f[1] + f[0] == pytest.approx(2 * 2 * 8)
+    assert F.flops_per_message(2, shape) == 2 * F.macs_per_message(2, shape)
+    assert F.flops_for_lengths([1, 2, 3], shape) == pytest.approx(sum(2 * m for m in f))
+
+
+def test_encoder_shape_reads_a_config_and_rejects_nonsense(tmp_path):
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps({"num_hidden_layers": 2, "hidden_size": 32, "intermediate_size": 64,
+                               "id2label": {"0": "a", "1": "b"}}))
+    shape = F.EncoderShape.from_config(cfg)
+    assert (shape.layers, shape.hidden, shape.intermediate, shape.labels) == (2, 32, 64, 2)
+    assert shape.encoder_params == 2 * (4 * 32 * 32 + 2 * 32 * 64) + 32 * 32 + 32 * 2
+    with pytest.raises(ValueError):
+        F.EncoderShape(layers=0)
+    with pytest.raises(ValueError):
+        F.macs_per_message(-1)
+
+
+def test_roofline_percentages_and_memory_bound_ceiling():
+    r = F.roofline(50e9, 100e9)
+    assert r["pct_of_peak"] == pytest.approx(50.0) and r["ceiling_gflops"] == pytest.approx(100.0)
+    # intensity 2 FLOP/byte × 10 GB/s = 20 GFLOP/s ceiling, below the compute peak
+    r = F.roofline(10e9, 100e9, intensity=2.0, bandwidth_bytes_s=10e9)
+    assert r["ceiling_gflops"] == pytest.approx(20.0) and r["pct_of_ceiling"] == pytest.approx(50.0)
+    shape = F.EncoderShape()
+    assert F.arithmetic_intensity(8, 20, 1.0, shape) == pytest.approx(
+        4 * F.arithmetic_intensity(8, 20, 4.0, shape))
+
+
+# -- summary helpers ----------------------------------------------------------------------
+
+
+def test_percentile_matches_numpy_and_summary_has_the_reported_keys():
+    rng = np.random.default_rng(0)
+    xs = rng.exponential(10.0, size=101).tolist()
+    for q in (0, 50, 95, 99, 100):
+        assert percentile(xs, q) == pytest.approx(float(np.percentile(xs, q)))
+    s = summary(xs)
+    assert s["n"] == 101 and s["min"] <= s["p50"] <= s["p95"] <= s["p99"] <= s["max"]
+    assert summary([]) == {"n": 0}
+    assert median([3.0, 1.0, 2.0, 10.0]) == 2.5
+    assert ratio(4.0, 2.0) == 2.0 and ratio(1.0, 0.0) is None and ratio(None, 1.0) is None
+    with pytest.raises(ValueError):
+        percentile([], 50)
+    with pytest.raises(ValueError):
+        percentile([1.0], 101)
+
+
+def test_padded_lengths_pad_each_batch_to_its_longest():
+    from benchmarks.run import padded_lengths
+
+    lengths = np.array([3, 5, 2, 7, 1])
+    assert padded_lengths(lengths, 2).tolist() == [5, 5, 7, 7, 1]
+    assert padded_lengths(lengths, 1).tolist() == lengths.tolist()
+
+
+# -- quality ------------------------------------------------------------------------------
+
+
+def test_quality_compare_counts_flag_agreement_and_pr_auc():
+    y = np.array([[1, 0], [0, 1], [1, 1], [0, 0]], dtype=np.float32)
+    perfect = y * 0.9 + 0.05
+    flipped = perfect.copy()
+    flipped[3, 0] = 0.95  # one message's flag changes at threshold 0.5
+    th = {"moderation": np.array([0.5, 0.5])}
+    assert macro_pr_auc(perfect, y) == pytest.approx(1.0)
+    assert flag_agreement(flipped, perfect, th["moderation"]) == pytest.approx(0.75)
+    out = compare({"torch": perfect, "onnx_int8": flipped, "baseline": 1 - perfect}, y, th)
+    assert out["vs_torch"]["onnx_int8"]["flag_agreement"]["moderation"] == pytest.approx(0.75)
+    assert "baseline" not in out["vs_torch"]
+    assert out["macro_pr_auc"]["baseline"] < 1.0
+
+
+# -- load generator -----------------------------------------------------------------------
+
+
+def _tiny_app(statuses: list[int]):
+    """An ASGI app answering the i-th request with ``statuses[i % len]``."""
+    calls = {"n": 0}
+
+    async def app(scope, receive, send):
+        assert scope["type"] == "http"
+        while (await receive()).get("more_body"):
+            pass
+        code = statuses[calls["n"] % len(statuses)]
+        calls["n"] += 1
+        await send({"type": "http.response.start", "status": code,
+                    "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    return app, calls
+
+
+def test_load_generator_counts_statuses_and_respects_the_request_bound():
+    app, calls = _tiny_app([200, 200, 429, 503, 500])
+    r = load("http://testserver", "/score", [{"texts": ["x"]}], concurrency=4, max_requests=50,
+             max_seconds=5, transport=httpx.ASGITransport(app=app))
+    assert r["requests"] == calls["n"] == 50
+    assert r["ok"] == 20 and r["status_429"] == 10 and r["status_503"] == 10 and r["other_5xx"] == 10
+    assert r["latency_ms"]["n"] == 20 and r["throughput_rps"] > 0
+
+
+def test_load_generator_stops_at_its_deadline():
+    import asyncio
+
+    async def slow(scope, receive, send):
+        await asyncio.sleep(0.05)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    r = load("http://testserver", "/", [{}], concurrency=2, max_requests=10_000, max_seconds=0.3,
+             transport=httpx.ASGITransport(app=slow))
+    assert r["requests"] < 100 and r["seconds"] < 1.5
+
+
+def test_load_generator_refuses_non_loopback_targets():
+    check_loopback("http://127.0.0.1:3000")
+    with pytest.raises(ValueError):
+        check_loopback("http://example.com")
+    with pytest.raises(ValueError):
+        load("http://10.0.0.1:3000", "/", [{}], concurrency=1, max_requests=1, max_seconds=1)
+
+
+# -- subprocess meter and README ------------------------------------------------------------
+
+
+def test_run_measured_reports_peak_rss_of_the_child(tmp_path):
+    from benchmarks.batch_scorer import _count_rows, run_measured, write_csv
+
+    # The child holds ~80 MB; the meter must see at least that, and its exit code.
+    r = run_measured([sys.executable, "-c", "b = bytearray(80 * 2**20); b[::4096] = b'x' * len(b[::4096])"])
+    assert r["returncode"] == 0 and r["peak_rss_mb_wait4"] >= 80
+    assert run_measured([sys.executable, "-c", "raise SystemExit(3)"])["returncode"] == 3
+    path = tmp_path / "in.csv"
+    write_csv(path, ["a, with comma", 'b "quoted"\nnewline'], 5)
+    assert _count_rows(path) == 5
+
+
+def test_readme_results_section_is_replaced_not_appended(tmp_path):
+    from benchmarks.report import MARK_END, MARK_START, update_readme
+
+    results = {
+        "environment": {"date_utc": "2025-01-01T00:00:00+00:00", "cpu_model": "cpu", "cpu_count": 2,
+                        "cpu_affinity": 2, "memory_gb": 1.0, "os": "os", "python": "3",
+                        "versions": {"numpy": "2"}, "git_commit": "abc",
+                        "bundle": {"name": "b", "version": "0", "max_length": 8, "labels": ["a"]},
+                        "command": "python -m benchmarks.run"},
+        "profile": "quick", "plan": {}, "timings_s": {"total": 60.0},
+        "targets": [{"target": "t", "value": {"x": 1.0}, "met": False}],
+    }
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Bench\n\nintro\n\n{MARK_START}\nold\n{MARK_END}\n\nfooter\n")
+    update_readme(readme, results)
+    update_readme(readme, results)
+    text = readme.read_text()
+    assert text.count(MARK_START) == 1 and "old" not in text
+    assert text.startswith("# Bench\n\nintro") and text.rstrip().endswith("footer")
+    assert "**missed**" in text
