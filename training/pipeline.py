@@ -34,7 +34,13 @@ from training.export import (
     quantize_int8,
 )
 from training.report import model_card
-from training.train import MODEL_SUBDIR, load_trained, predict_logits, resolve_base_model, train_model
+from training.train import (
+    MODEL_SUBDIR,
+    load_trained,
+    predict_logits,
+    resolve_base_model,
+    train_model,
+)
 
 CONFIG_FILE = "config.yaml"
 PLOTS = ("reliability.png", "pr_curves.png")
