@@ -190,3 +190,52 @@ def test_readme_results_section_is_replaced_not_appended(tmp_path):
     assert text.count(MARK_START) == 1 and "old" not in text
     assert text.startswith("# Bench\n\nintro") and text.rstrip().endswith("footer")
     assert "**missed**" in text
+
+
+def test_time_cell_repeats_and_respects_its_time_cap():
+    import time
+
+    from benchmarks.inference import time_cell
+
+    calls = []
+
+    def fn(texts):
+        calls.append(len(texts))
+        time.sleep(0.01)
+        return np.zeros((len(texts), 1))
+
+    texts = [f"t{i}" for i in range(10)]
+    full = time_cell(fn, texts, batch=4, reps=3)
+    assert full["reps"] == 3 and not full["truncated"] and calls[0] == 4  # warm-up batch first
+    assert [r["messages"] for r in full["runs"]] == [10, 10, 10]
+    assert sum(calls) == 4 + 30 and full["msg_s"] > 0
+    capped = time_cell(fn, texts * 10, batch=1, reps=3, cap_s=0.05)
+    assert capped["truncated"] and capped["reps"] == 1
+    assert 1 <= capped["runs"][0]["messages"] < 100
+
+
+def test_time_cells_runs_rounds_per_thread_count_and_drops_late_rounds():
+    import time
+
+    from benchmarks.inference import time_cells
+
+    class Fake:
+        def __init__(self):
+            self.threads = []
+
+        def set_threads(self, n):
+            self.threads.append(n)
+
+        def __call__(self, texts):
+            time.sleep(0.002 * len(texts))
+            return np.zeros((len(texts), 1))
+
+    fake = Fake()
+    texts = [f"t{i}" for i in range(16)]
+    cells = time_cells(fake, texts, [(1, 4), (8, 16)], [1, 2], reps=3, deadline=time.perf_counter() + 60)
+    assert fake.threads == [1, 2]
+    assert [(c["threads"], c["batch"], c["reps"], c["truncated"]) for c in cells] == [
+        (1, 1, 3, False), (1, 8, 3, False), (2, 1, 3, False), (2, 8, 3, False)]
+    # No time left: every cell still gets one (short) pass, and says it was cut.
+    tight = time_cells(Fake(), texts * 20, [(1, 320), (8, 320)], [1, 2], reps=3, deadline=time.perf_counter())
+    assert all(c["reps"] == 1 and c["truncated"] and c["runs"][0]["messages"] >= 1 for c in tight)
