@@ -79,7 +79,8 @@ def inference_section(results: dict) -> str:
     ]
     truncated = [(v, c) for v, res in inf.items() for c in res.get("cells", []) if c.get("truncated")]
     if truncated:
-        text += [f"\\* Cut short by the variant's time budget ({len(truncated)} cells): fewer than "
+        text += [f"\\* Cut short by the variant's time budget ({len(truncated)} cell"
+                 f"{'s' if len(truncated) > 1 else ''}): fewer than "
                  f"{plan['reps']} passes, or a pass over fewer messages; `inference.json` has each pass's "
                  "message count.", ""]
     loads = [f"{VARIANT_NAMES.get(v, v)} {res['other_load']['other_cpu_pct_of_machine']:.0f}%"
@@ -283,7 +284,8 @@ def _other_load(env: dict) -> str:
     ol = env.get("other_load") or {}
     if ol.get("other_cpu_pct_of_machine") is None:
         return ""
-    return (f"Other processes used {ol['other_cpu_pct_of_machine']:.0f}% of the machine's CPU during the run "
+    return (f"Processes outside the benchmark's own accounting — other users', and the service's worker "
+            f"processes — used {ol['other_cpu_pct_of_machine']:.0f}% of the machine's CPU during the run "
             f"(1-min load average {ol['loadavg_1min_start']:.1f} at the start).")
 
 

@@ -515,6 +515,28 @@ def write_results(results: dict, out_dir: Path) -> None:
                                               + "\n", encoding="utf-8")
 
 
+def read_results(out_dir: Path) -> dict:
+    """The results of the last run, reassembled from ``out_dir/*.json`` (inverse of :func:`write_results`)."""
+    def section(name: str) -> dict:
+        path = out_dir / f"{name}.json"
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+    summary = section("summary")
+    if not summary:
+        raise FileNotFoundError(f"{out_dir}/summary.json is missing: run the benchmarks first")
+    inference, roofline = section("inference").get("inference") or {}, section("roofline").get("roofline") or {}
+    service, scorer = section("service").get("service") or {}, section("batch_scorer").get("batch_scorer") or {}
+    service.pop("plan", None)
+    scorer.pop("plan", None)
+    return {
+        "environment": summary["environment"], "profile": summary["profile"], "plan": summary["summary"]["plan"],
+        "targets": summary["summary"]["targets"], "timings_s": summary["summary"]["timings_s"],
+        "inference": inference.get("variants"), "variants_not_run": inference.get("variants_not_run"),
+        "peak": roofline.get("peak_microbenchmarks"), "roofline": roofline.get("roofline"),
+        "quality": section("quality").get("quality"), "service": service or None, "batch_scorer": scorer or None,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
@@ -525,7 +547,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
     p.add_argument("--readme", type=Path, default=README, help="README whose results section is rewritten")
     p.add_argument("--no-readme", action="store_true")
+    p.add_argument("--render-only", action="store_true",
+                   help="measure nothing: rewrite the README tables from the JSON files in --out-dir")
     args = p.parse_args(argv)
+    if args.render_only:
+        from benchmarks.report import update_readme
+
+        update_readme(args.readme, read_results(args.out_dir))
+        return 0
     run(args.bundle, profile=args.profile, skip=tuple(args.skip), out_dir=args.out_dir,
         readme=None if args.no_readme else args.readme, argv=argv, variants=tuple(args.variants))
     return 0

@@ -239,3 +239,23 @@ def test_time_cells_runs_rounds_per_thread_count_and_drops_late_rounds():
     # No time left: every cell still gets one (short) pass, and says it was cut.
     tight = time_cells(Fake(), texts * 20, [(1, 320), (8, 320)], [1, 2], reps=3, deadline=time.perf_counter())
     assert all(c["reps"] == 1 and c["truncated"] and c["runs"][0]["messages"] >= 1 for c in tight)
+
+
+def test_results_written_per_section_read_back_for_rendering(tmp_path):
+    from benchmarks.run import read_results, write_results
+
+    results = {
+        "environment": {"date_utc": "x"}, "profile": "quick",
+        "plan": {"inference": {"reps": 1}, "service": {"levels": {}}, "scorer": {"rows": 1}},
+        "inference": {"torch": {"cells": [{"threads": 1, "batch": 1, "msg_s": 2.0}]}},
+        "variants_not_run": {}, "peak": {"peak": {}}, "roofline": {"rows": []}, "quality": {"messages": 3},
+        "service": {"modes": {}, "note": "n"}, "batch_scorer": {"rows": 1, "rows_s": 5.0},
+        "targets": [], "timings_s": {"total": 1.0},
+    }
+    write_results(results, tmp_path)
+    assert {p.name for p in tmp_path.iterdir()} >= {"summary.json", "inference.json", "quality.json"}
+    back = read_results(tmp_path)
+    for key in ("inference", "quality", "batch_scorer", "service", "targets", "plan", "roofline"):
+        assert back[key] == results[key], key
+    with pytest.raises(FileNotFoundError):
+        read_results(tmp_path / "nothing")
