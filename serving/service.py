@@ -6,9 +6,11 @@ Endpoints (all JSON):
   (or a bare list of strings) → per message its id, calibrated scores, flags
   and triage priority, with the model name, version and policy.
 - ``POST /proba`` — ``{"texts": [...]}`` → calibrated probabilities in label
-  order. It is the batchable method: concurrent ``/score`` requests reach it
-  through BentoML's in-process proxy, and adaptive batching merges them into
-  one model call.
+  order. It is the batchable method: with ``QORGAN_ADAPTIVE_BATCHING=1``
+  concurrent ``/score`` requests reach it through BentoML's in-process proxy,
+  and adaptive batching merges them into one model call. Off by default: under
+  load on 2 cores the proxy hop dropped connections (HTTP 500, see
+  benchmarks/README.md), while scoring in a worker thread does not.
 - ``GET /model`` — name, version, labels, languages, policies with thresholds,
   priority rules, limits and a metrics summary of the loaded bundle.
 - ``GET /healthz`` ``/livez`` ``/readyz`` ``/metrics`` — BentoML's probes and
@@ -87,7 +89,9 @@ async def _model_info(_: Request) -> JSONResponse:
 @bentoml.service(
     name="qorgan",
     workers=ServiceSettings.from_env().workers,
-    traffic={"timeout": 60},
+    # Beyond max_concurrency BentoML answers 429 at once instead of queueing
+    # requests until they time out.
+    traffic={"timeout": 60, "max_concurrency": 64},
 )
 class Qorgan:
     """Scores children's messages for bullying, threats, self-harm risk and bullying disclosures."""
@@ -103,6 +107,7 @@ class Qorgan:
         self._metrics = service_metrics()
         self._metrics.model_info.labels(name=self.scorer.name, version=self.scorer.version).set(1)
         self._proxy_ready = False
+        self._adaptive_batching = settings.adaptive_batching
         logger.info("loaded model %s %s from %s (%d intra-op threads)", self.scorer.name,
                     self.scorer.version, settings.bundle, self.scorer.config.threads)
 
@@ -145,9 +150,10 @@ class Qorgan:
     # -- helpers -------------------------------------------------------------------
 
     async def _proba(self, texts: list[str]) -> np.ndarray:
-        """Probabilities through the batchable endpoint, so concurrent requests share a model call."""
-        client = getattr(self, "to_async", None)
-        if client is None:  # not running under a BentoML server
+        """Probabilities, in a worker thread or (with adaptive batching) through the batchable
+        endpoint, so that concurrent requests share a model call."""
+        client = getattr(self, "to_async", None) if self._adaptive_batching else None
+        if client is None:  # batching off, or not running under a BentoML server
             return await anyio.to_thread.run_sync(self.scorer.proba, texts)
         if not self._proxy_ready:
             # The hop goes back through the ASGI app and so through the API-key check.

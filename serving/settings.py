@@ -21,6 +21,9 @@ ENV_MAX_BODY = "QORGAN_MAX_BODY_BYTES"
 #: Comma-separated API keys, and a file with one key per line.
 ENV_API_KEYS = "QORGAN_API_KEYS"
 ENV_API_KEYS_FILE = "QORGAN_API_KEYS_FILE"
+#: ``1`` routes /score through the batchable /proba endpoint (BentoML adaptive
+#: batching merges concurrent requests); ``0`` (default) scores in a worker thread.
+ENV_ADAPTIVE_BATCHING = "QORGAN_ADAPTIVE_BATCHING"
 
 DEFAULT_BUNDLE = "models/default"
 
@@ -46,6 +49,15 @@ def _int(environ: Mapping[str, str], name: str, default: int | None) -> int | No
     return value
 
 
+def _flag(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in ("0", "1", "true", "false", "yes", "no", "on", "off"):
+        raise ValueError(f"{name} must be 0 or 1, got {raw!r}")
+    return raw in ("1", "true", "yes", "on")
+
+
 @dataclass(frozen=True)
 class ServiceSettings:
     """What the service needs to start: bundle path, workers, threads, body limit."""
@@ -54,6 +66,7 @@ class ServiceSettings:
     workers: int = 1
     intra_op_threads: int | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    adaptive_batching: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServiceSettings:
@@ -63,4 +76,5 @@ class ServiceSettings:
             workers=_int(env, ENV_WORKERS, 1),
             intra_op_threads=_int(env, ENV_THREADS, None),
             max_body_bytes=_int(env, ENV_MAX_BODY, DEFAULT_MAX_BODY_BYTES),
+            adaptive_batching=_flag(env, ENV_ADAPTIVE_BATCHING, False),
         )

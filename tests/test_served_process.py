@@ -32,7 +32,7 @@ def free_port() -> int:
 
 def server_env(tiny_bundle: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("QORGAN_", "BENTOML_"))}
-    env.update(QORGAN_BUNDLE=str(tiny_bundle), QORGAN_INTRA_OP_THREADS="1", BENTOML_DO_NOT_TRACK="True")
+    env.update(QORGAN_BUNDLE=str(tiny_bundle), QORGAN_INTRA_OP_THREADS="1", QORGAN_ADAPTIVE_BATCHING="1", BENTOML_DO_NOT_TRACK="True")
     return env
 
 

@@ -250,3 +250,12 @@ def test_no_message_text_in_any_log_line(client, caplog, capsys):
     assert "Exception on /score" in caplog.text and "validation error" in caplog.text
     assert MARKER not in caplog.text
     assert MARKER not in captured.out and MARKER not in captured.err
+
+
+def test_adaptive_batching_switch():
+    from serving.settings import ServiceSettings
+
+    assert ServiceSettings.from_env({}).adaptive_batching is False
+    assert ServiceSettings.from_env({"QORGAN_ADAPTIVE_BATCHING": "1"}).adaptive_batching is True
+    with pytest.raises(ValueError, match="QORGAN_ADAPTIVE_BATCHING must be 0 or 1"):
+        ServiceSettings.from_env({"QORGAN_ADAPTIVE_BATCHING": "maybe"})
