@@ -23,7 +23,10 @@ BAD = {7: "", 21: "   ", 40: None}  # row index -> a text that cannot be scored
 
 @pytest.fixture(scope="module")
 def scorer(tiny_bundle) -> Scorer:
-    return Scorer.from_bundle(tiny_bundle, intra_op_threads=1)
+    # fp32: dynamic int8 quantises activations per batch, so the same message can
+    # score differently (here up to ~5e-3) in the scorer's chunks and in the
+    # reference call below; fp32 makes the comparison exact up to float noise.
+    return Scorer.from_bundle(tiny_bundle, variant="fp32", intra_op_threads=1)
 
 
 def rows() -> list[dict]:
@@ -90,7 +93,7 @@ def test_every_format_keeps_all_rows_and_columns(scorer, tmp_path, src_ext, out_
         r = got[i]
         assert str(r["group"]) == str(i % 4)
         assert r["error"] in (None, "")
-        np.testing.assert_allclose([float(r[f"score_{lb}"]) for lb in labels], proba[k], atol=5e-3)
+        np.testing.assert_allclose([float(r[f"score_{lb}"]) for lb in labels], proba[k], atol=1e-4)
         assert r["priority"] in scorer.priority_levels
     for i in BAD:
         assert got[i]["error"] and got[i]["priority"] in (None, "")
