@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from data.schema import Record
 
@@ -105,6 +105,4 @@ def find_duplicates(records: list[Record], *, threshold: float = 0.8, num_perm: 
 
 def normalize_records(records: list[Record]) -> list[Record]:
     """Records with normalised text (other fields unchanged)."""
-    from dataclasses import replace
-
     return [replace(r, text=normalize_text(r.text)) for r in records]

@@ -173,10 +173,6 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
         raise ValueError(f"bad value under {where or 'top level'}: {exc}") from exc
 
 
-def _coerce(text: str) -> Any:
-    return yaml.safe_load(text)
-
-
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     *parents, leaf = dotted.split(".")
     node = tree
@@ -199,7 +195,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ru
         if "=" not in item:
             raise ValueError(f"--set {item!r} must look like section.key=value")
         key, value = item.split("=", 1)
-        _set_dotted(tree, key.strip(), _coerce(value))
+        _set_dotted(tree, key.strip(), yaml.safe_load(value))  # "2" → 2, "[a, b]" → list
     return _build(RunConfig, tree, "")
 
 

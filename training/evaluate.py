@@ -11,17 +11,17 @@ from scipy.special import expit
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
 
+def _reliability_bins(proba: np.ndarray, y: np.ndarray, bins: int = 10):
+    """Per non-empty equal-width bin: mean predicted probability, observed frequency, share of points."""
+    p, t = np.asarray(proba).ravel(), np.asarray(y).ravel()
+    which = np.clip(np.digitize(p, np.linspace(0, 1, bins + 1)[1:-1]), 0, bins - 1)
+    return [(p[which == b].mean(), t[which == b].mean(), (which == b).mean())
+            for b in range(bins) if (which == b).any()]
+
+
 def expected_calibration_error(proba: np.ndarray, y: np.ndarray, bins: int = 10) -> float:
     """ECE with equal-width bins, over all labels' probabilities pooled."""
-    p, t = np.asarray(proba).ravel(), np.asarray(y).ravel()
-    edges = np.linspace(0, 1, bins + 1)
-    which = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
-    ece = 0.0
-    for b in range(bins):
-        m = which == b
-        if m.any():
-            ece += m.mean() * abs(p[m].mean() - t[m].mean())
-    return float(ece)
+    return float(sum(w * abs(pred - obs) for pred, obs, w in _reliability_bins(proba, y, bins)))
 
 
 def _prf(flags: np.ndarray, y: np.ndarray) -> dict[str, float]:
@@ -82,13 +82,10 @@ def plot_reliability(logits: np.ndarray, proba: np.ndarray, y: np.ndarray, path:
 
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.plot([0, 1], [0, 1], "k:", label="perfect")
-    edges = np.linspace(0, 1, bins + 1)
     for name, p in (("before (sigmoid)", expit(logits)), ("after (temperature)", proba)):
-        p, t = p.ravel(), y.ravel()
-        which = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
-        xs = [p[which == b].mean() for b in range(bins) if (which == b).any()]
-        ys = [t[which == b].mean() for b in range(bins) if (which == b).any()]
-        ax.plot(xs, ys, "o-", label=f"{name}, ECE {expected_calibration_error(p, t):.3f}")
+        points = _reliability_bins(p, y, bins)
+        ax.plot([x for x, _, _ in points], [o for _, o, _ in points], "o-",
+                label=f"{name}, ECE {expected_calibration_error(p, y, bins):.3f}")
     ax.set_xlabel("predicted probability")
     ax.set_ylabel("observed frequency")
     ax.set_title("Reliability (test split, all labels)")

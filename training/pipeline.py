@@ -147,9 +147,10 @@ def run_pipeline(config: RunConfig) -> Path | None:
         curves = {"qorgan": test_proba}
         if config.baseline:
             bl = TfidfBaseline().fit([r.text for r in train], _labels(train))
-            bl_scaler = TemperatureScaler().fit(bl.decision_function([r.text for r in calib]), y_calib)
-            bl_policies = PolicyFitter(config.policy).fit(
-                bl_scaler.transform(bl.decision_function([r.text for r in calib])), y_calib, list(LABELS))
+            bl_calib_logits = bl.decision_function([r.text for r in calib])
+            bl_scaler = TemperatureScaler().fit(bl_calib_logits, y_calib)
+            bl_policies = PolicyFitter(config.policy).fit(bl_scaler.transform(bl_calib_logits), y_calib,
+                                                          list(LABELS))
             bl_proba = bl_scaler.transform(bl.decision_function(test_texts))
             metrics["test"]["baseline"] = label_table(bl_proba, y_test, test_langs, list(LABELS),
                                                       _thresholds(bl_policies))
