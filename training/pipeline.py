@@ -22,7 +22,13 @@ from models.bundle import MODEL_FILE, MODEL_FP32_FILE, TOKENIZER_FILE, Bundle, w
 from training.baseline import TfidfBaseline
 from training.calibrate import PolicyFitter, TemperatureScaler
 from training.config import RunConfig
-from training.evaluate import calibration_summary, label_table, plot_pr_curves, plot_reliability
+from training.evaluate import (
+    calibration_summary,
+    label_table,
+    macro_pr_auc_gap,
+    plot_pr_curves,
+    plot_reliability,
+)
 from training.export import (
     ONNX_INPUTS,
     ONNX_OUTPUT,
@@ -155,6 +161,9 @@ def run_pipeline(config: RunConfig) -> Path | None:
             metrics["test"]["baseline"] = label_table(bl_proba, y_test, test_langs, list(LABELS),
                                                       _thresholds(bl_policies))
             curves["tfidf baseline"] = bl_proba
+            metrics["gap_vs_baseline"] = macro_pr_auc_gap(test_proba, bl_proba, y_test, test_langs,
+                                                          config.policy.bootstrap_samples,
+                                                          config.policy.confidence)
         for name, table in metrics["test"].items():
             metrics["macro_pr_auc"][name] = {lang: block["macro_pr_auc"] for lang, block in table.items()}
         plot_reliability(test_logits, test_proba, y_test, run_dir / PLOTS[0])
@@ -170,7 +179,7 @@ def run_pipeline(config: RunConfig) -> Path | None:
                         "splits": {s: c["records"] for s, c in manifest["counts"].items()}}
         languages = [lg for lg in LANGS if any(r.lang == lg for r in train)]
         card = model_card(name=config.name, version=config.version, base_model=config.model.base_model,
-                          labels=list(LABELS), languages=languages, calibration=calibration,
+                          pooling=config.model.pooling, labels=list(LABELS), languages=languages, calibration=calibration,
                           metrics=metrics, data_summary=data_summary)
         bundle: Bundle = write_bundle(
             config.bundle_dir,

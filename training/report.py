@@ -29,9 +29,16 @@ def macro_comparison(metrics: dict) -> str:
     """Macro PR-AUC per language for the model variants and the baseline."""
     variants = [v for v in ("torch", "onnx_int8", "onnx_fp32", "baseline") if v in metrics.get("macro_pr_auc", {})]
     langs = list(metrics["macro_pr_auc"][variants[0]])
-    lines = ["| lang | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
+    gaps = metrics.get("gap_vs_baseline", {})
+    head = variants + (["model − baseline (bootstrap interval)"] if gaps else [])
+    lines = ["| lang | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
     for lang in langs:
-        lines.append(f"| {lang} | " + " | ".join(_f(metrics["macro_pr_auc"][v][lang]) for v in variants) + " |")
+        row = [_f(metrics["macro_pr_auc"][v][lang]) for v in variants]
+        if gaps:
+            g = gaps.get(lang)
+            row.append("–" if g is None else f"{g['gap']:+.3f}" + (
+                f" [{g['ci'][0]:+.3f}, {g['ci'][1]:+.3f}] ({g['confidence']:.0%})" if g["ci"] else ""))
+        lines.append(f"| {lang} | " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 
@@ -50,8 +57,8 @@ def parity_text(parity: dict) -> str:
     return "\n".join(lines)
 
 
-def model_card(*, name: str, version: str, base_model: str, labels: list[str], languages: list[str],
-               calibration: dict, metrics: dict, data_summary: dict) -> str:
+def model_card(*, name: str, version: str, base_model: str, pooling: str, labels: list[str],
+               languages: list[str], calibration: dict, metrics: dict, data_summary: dict) -> str:
     """Markdown model card for the bundle."""
     policies = list(calibration["policies"])
     th_lines = ["| policy | label | objective | threshold | calib P | calib R | achieved target |",
@@ -81,7 +88,8 @@ flags are `probability >= threshold` of a policy (`moderation`: precision first;
   without human review in a helpline setting.
 
 ## Model
-- Base encoder: `{base_model}`; multi-label head fine-tuned with BCE (positive weight per label).
+- Base encoder: `{base_model}`; multi-label head on {"the masked mean of the last hidden states" if pooling == "mean" else "the encoder's own [CLS] classification head"},
+  fine-tuned with BCE (positive weight per label).
 - Calibration: per-label temperature scaling fitted on the calib split.
 - Served graph: ONNX {metrics['parity']['serving_variant']} (see "Export parity"); fp32 graph in `model.fp32.onnx`.
 

@@ -70,17 +70,26 @@ def to_dataset(records: list[Record], tokenizer, max_length: int):
     })
 
 
-def load_classifier(name_or_path: str, *, freeze_embeddings: bool = False):
-    """A sequence-classification model with the Qorgan labels as a multi-label head."""
-    from transformers import AutoModelForSequenceClassification
+def load_classifier(name_or_path: str, *, pooling: str = "mean", freeze_embeddings: bool = False):
+    """A new multi-label head with the Qorgan labels on a pretrained encoder.
 
-    model = AutoModelForSequenceClassification.from_pretrained(
-        name_or_path,
-        num_labels=len(LABELS),
-        problem_type="multi_label_classification",
-        id2label=dict(enumerate(LABELS)),
-        label2id={lb: i for i, lb in enumerate(LABELS)},
-    )
+    ``pooling="mean"``: :class:`training.classifier.MeanPoolingClassifier` (how
+    e5 embeds a text); ``"cls"``: the encoder's own sequence-classification head.
+    """
+    if pooling == "mean":
+        from training.classifier import MeanPoolingClassifier
+
+        model = MeanPoolingClassifier.from_encoder(name_or_path, list(LABELS))
+    else:
+        from transformers import AutoModelForSequenceClassification
+
+        model = AutoModelForSequenceClassification.from_pretrained(
+            name_or_path,
+            num_labels=len(LABELS),
+            problem_type="multi_label_classification",
+            id2label=dict(enumerate(LABELS)),
+            label2id={lb: i for i, lb in enumerate(LABELS)},
+        )
     if freeze_embeddings:
         # The 250k-row word-embedding matrix is most of e5-small's weights;
         # freezing it keeps the multilingual vocabulary intact and halves step time.
@@ -89,10 +98,17 @@ def load_classifier(name_or_path: str, *, freeze_embeddings: bool = False):
 
 
 def load_trained(path: str | Path):
-    """The fine-tuned classifier and tokenizer saved by :func:`train_model`."""
-    from transformers import AutoTokenizer
+    """The fine-tuned classifier (either head) and tokenizer saved by :func:`train_model`."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    return load_classifier(str(path)), AutoTokenizer.from_pretrained(str(path))
+    from training.classifier import HEAD_FILE, MeanPoolingClassifier
+
+    path = Path(path)
+    if (path / HEAD_FILE).exists():
+        model = MeanPoolingClassifier.from_pretrained(path)
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(str(path))
+    return model.eval(), AutoTokenizer.from_pretrained(str(path))
 
 
 def predict_logits(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 64) -> np.ndarray:
@@ -137,7 +153,7 @@ def train_model(config: RunConfig, train: list[Record], calib: list[Record], run
     set_seed(tc.seed)
     base = resolve_base_model(mc)
     tokenizer = AutoTokenizer.from_pretrained(base)
-    model = load_classifier(base, freeze_embeddings=mc.freeze_embeddings)
+    model = load_classifier(base, pooling=mc.pooling, freeze_embeddings=mc.freeze_embeddings)
     weights = torch.tensor(pos_weights(train, tc.max_pos_weight))
 
     class MultiLabelTrainer(Trainer):
@@ -191,11 +207,11 @@ def train_model(config: RunConfig, train: list[Record], calib: list[Record], run
     trainer.train()
     if trainer.is_world_process_zero():
         out = run_dir / MODEL_SUBDIR
-        trainer.save_model(str(out))
+        # save_pretrained, not Trainer.save_model: the latter pickles its
+        # arguments beside the weights, and writes only a state dict for the
+        # mean-pooling head.
+        trainer.model.save_pretrained(str(out))
         tokenizer.save_pretrained(str(out))
-        # The Trainer pickles its arguments beside the weights; the config is
-        # already saved as YAML, and nothing here is loaded with pickle.
-        (out / "training_args.bin").unlink(missing_ok=True)
         with (run_dir / LOG_FILE).open("w", encoding="utf-8") as fh:
             for entry in trainer.state.log_history:
                 fh.write(json.dumps(entry) + "\n")
