@@ -259,3 +259,28 @@ def test_results_written_per_section_read_back_for_rendering(tmp_path):
         assert back[key] == results[key], key
     with pytest.raises(FileNotFoundError):
         read_results(tmp_path / "nothing")
+
+
+# -- int8 sensitivity ------------------------------------------------------------------
+
+
+def test_int8_sensitivity_reports_every_group_on_the_tiny_bundle(tiny_bundle, tmp_path, capsys, mini_records):
+    from benchmarks.int8_sensitivity import KINDS, _gap, run
+
+    ref = np.random.default_rng(0).normal(0, 2, (50, 4))
+    same = _gap(ref, ref, np.ones(4), {"moderation": np.full(4, 0.5)})
+    assert same["max_abs_proba_diff"] == 0 and same["flag_agreement"] == {"moderation": 1.0}
+
+    report = run(str(tiny_bundle), per_layer=True, simulate=True, out=tmp_path / "s.json")
+    assert json.loads((tmp_path / "s.json").read_text()) == report
+    groups = report["dynamic_int8"]
+    layers = 2  # the tiny BERT of conftest
+    assert set(groups) == {f"all {k}" for k in KINDS} | {"everything"} | {
+        f"layer {i} {k}" for i in range(layers) for k in ("fc1", "fc2")}
+    for entry in [*groups.values(), *report["simulated"].values()]:
+        assert 0 <= entry["mean_abs_proba_diff"] <= entry["p99_abs_proba_diff"] <= entry["max_abs_proba_diff"] <= 1
+        assert set(entry["flag_agreement"]) == {"moderation", "triage"}
+    # quantising something must move some score (the harness really swaps graphs)
+    assert groups["everything"]["max_abs_logit_diff"] > 0
+    out = capsys.readouterr().out
+    assert not any(r["text"] in out for r in mini_records)
