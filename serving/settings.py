@@ -28,7 +28,8 @@ ENV_ADAPTIVE_BATCHING = "QORGAN_ADAPTIVE_BATCHING"
 DEFAULT_BUNDLE = "models/default"
 
 #: Request limits. ``MAX_TEXT_CHARS`` is the same bound as the data schema's
-#: (serving must not import ``data``): a longer message is refused, not cut.
+#: (serving must not import ``data``; tests/test_service.py checks they agree):
+#: a longer message is refused, not cut.
 MAX_MESSAGES = 256
 MAX_TEXT_CHARS = 5000
 MAX_ID_CHARS = 256

@@ -259,3 +259,10 @@ def test_adaptive_batching_switch():
     assert ServiceSettings.from_env({"QORGAN_ADAPTIVE_BATCHING": "1"}).adaptive_batching is True
     with pytest.raises(ValueError, match="QORGAN_ADAPTIVE_BATCHING must be 0 or 1"):
         ServiceSettings.from_env({"QORGAN_ADAPTIVE_BATCHING": "maybe"})
+
+
+def test_the_service_text_limit_is_the_data_schema_limit():
+    # Serving may not import `data`, so the bound is spelled twice; this keeps them one fact.
+    from data.schema import MAX_TEXT_CHARS as DATA_MAX_TEXT_CHARS
+
+    assert MAX_TEXT_CHARS == DATA_MAX_TEXT_CHARS
