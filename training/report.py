@@ -95,7 +95,7 @@ flags are `probability >= threshold` of a policy (`moderation`: precision first;
 
 ## Data
 Written for this project (see `data/DATA_CARD.md` in the repository): {data_summary.get('records', '?')} messages
-after deduplication; split train / calib / test = {data_summary.get('splits', {})}.
+after deduplication; split train / calib / test = {' / '.join(str(n) for n in data_summary.get('splits', {}).values())}.
 
 ## Evaluation (test split)
 Macro PR-AUC per language, fine-tuned model vs the TF-IDF baseline:
