@@ -125,6 +125,19 @@ def test_parity_gates_refuse_drifting_graphs():
     assert any("moderation flags agree" in p for p in drift["problems"])
 
 
+def test_average_precision_equals_sklearn_with_ties():
+    from sklearn.metrics import average_precision_score
+
+    from training.evaluate import average_precision
+
+    rng = np.random.default_rng(3)
+    for n in (5, 50, 500):
+        y = rng.random(n) < 0.3
+        y[0], y[1] = True, False
+        for score in (rng.random(n), np.round(rng.random(n), 1), y * 0.5 + 0.25):  # distinct, tied, perfect
+            assert average_precision(y, score) == pytest.approx(average_precision_score(y, score), abs=1e-12)
+
+
 def test_macro_pr_auc_gap_interval_separates_a_better_scorer_and_not_an_equal_one():
     from training.evaluate import macro_pr_auc_gap
 

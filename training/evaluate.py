@@ -57,8 +57,20 @@ def label_table(proba: np.ndarray, y: np.ndarray, langs: list[str], labels: list
     return out
 
 
+def average_precision(y: np.ndarray, score: np.ndarray) -> float:
+    """``sklearn.metrics.average_precision_score`` for one binary label, without its
+    input checks (about 30× faster; the bootstrap calls it tens of thousands of times)."""
+    order = np.argsort(-score, kind="mergesort")
+    s, t = score[order], y[order]
+    last_of_tie = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]
+    tps = np.cumsum(t)[last_of_tie]
+    precision = tps / (last_of_tie + 1)
+    recall = tps / tps[-1]
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
 def _macro_pr_auc(proba: np.ndarray, y: np.ndarray) -> float | None:
-    pr = [average_precision_score(y[:, j], proba[:, j]) for j in range(y.shape[1]) if 0 < y[:, j].sum() < len(y)]
+    pr = [average_precision(y[:, j], proba[:, j]) for j in range(y.shape[1]) if 0 < y[:, j].sum() < len(y)]
     return float(np.mean(pr)) if pr else None
 
 
