@@ -75,7 +75,7 @@ def to_dataset(records: list[Record], tokenizer, max_length: int):
     })
 
 
-def load_classifier(name_or_path: str, *, pooling: str = "mean", freeze_embeddings: bool = False):
+def load_classifier(name_or_path: str, *, pooling: str = "cls", freeze_embeddings: bool = False):
     """A new multi-label head with the Qorgan labels on a pretrained encoder.
 
     ``pooling="mean"``: :class:`training.classifier.MeanPoolingClassifier` (how
