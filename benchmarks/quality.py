@@ -3,15 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import average_precision_score
 
-
-def macro_pr_auc(scores: np.ndarray, y: np.ndarray) -> float | None:
-    """Mean over labels (with both classes present) of average precision — as ``training.evaluate``."""
-    y = np.asarray(y) > 0.5
-    aps = [average_precision_score(y[:, j], scores[:, j]) for j in range(y.shape[1])
-           if 0 < y[:, j].sum() < len(y)]
-    return float(np.mean(aps)) if aps else None
+from training.evaluate import macro_pr_auc  # the project's one definition, as in metrics.json
 
 
 def flag_agreement(proba_a: np.ndarray, proba_b: np.ndarray, thresholds: np.ndarray) -> float:

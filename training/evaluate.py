@@ -69,8 +69,10 @@ def average_precision(y: np.ndarray, score: np.ndarray) -> float:
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
-def _macro_pr_auc(proba: np.ndarray, y: np.ndarray) -> float | None:
-    pr = [average_precision(y[:, j], proba[:, j]) for j in range(y.shape[1]) if 0 < y[:, j].sum() < len(y)]
+def macro_pr_auc(scores: np.ndarray, y: np.ndarray) -> float | None:
+    """Mean average precision over the labels that have both classes (None if none has)."""
+    y = np.asarray(y) > 0.5
+    pr = [average_precision(y[:, j], scores[:, j]) for j in range(y.shape[1]) if 0 < y[:, j].sum() < len(y)]
     return float(np.mean(pr)) if pr else None
 
 
@@ -88,13 +90,13 @@ def macro_pr_auc_gap(proba_a: np.ndarray, proba_b: np.ndarray, y: np.ndarray, la
     out = {}
     for lang in ["all", *sorted(set(langs))]:
         idx = np.arange(len(y)) if lang == "all" else np.flatnonzero(langs_arr == lang)
-        a, b = _macro_pr_auc(proba_a[idx], y[idx]), _macro_pr_auc(proba_b[idx], y[idx])
+        a, b = macro_pr_auc(proba_a[idx], y[idx]), macro_pr_auc(proba_b[idx], y[idx])
         if a is None or b is None:
             continue
         gaps = []
         for _ in range(samples):
             r = rng.choice(idx, size=len(idx), replace=True)
-            ga, gb = _macro_pr_auc(proba_a[r], y[r]), _macro_pr_auc(proba_b[r], y[r])
+            ga, gb = macro_pr_auc(proba_a[r], y[r]), macro_pr_auc(proba_b[r], y[r])
             if ga is not None and gb is not None:
                 gaps.append(ga - gb)
         tail = (1 - confidence) / 2 * 100

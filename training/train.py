@@ -33,14 +33,12 @@ def resolve_base_model(config: ModelConfig) -> str:
 
 def macro_scores(logits: np.ndarray, y: np.ndarray) -> dict[str, float]:
     """Macro PR-AUC and ROC-AUC over labels that have both classes."""
-    from sklearn.metrics import average_precision_score, roc_auc_score
+    from sklearn.metrics import roc_auc_score
 
-    pr, roc = [], []
-    for j in range(y.shape[1]):
-        if 0 < y[:, j].sum() < len(y):
-            pr.append(average_precision_score(y[:, j], logits[:, j]))
-            roc.append(roc_auc_score(y[:, j], logits[:, j]))
-    return {"pr_auc_macro": float(np.mean(pr)) if pr else 0.0,
+    from training.evaluate import macro_pr_auc
+
+    roc = [roc_auc_score(y[:, j], logits[:, j]) for j in range(y.shape[1]) if 0 < y[:, j].sum() < len(y)]
+    return {"pr_auc_macro": macro_pr_auc(logits, y) or 0.0,
             "roc_auc_macro": float(np.mean(roc)) if roc else 0.0}
 
 
