@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy.special import expit
-from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+from sklearn.metrics import brier_score_loss, roc_auc_score
 
 
 def _reliability_bins(proba: np.ndarray, y: np.ndarray, bins: int = 10):
@@ -48,7 +48,7 @@ def label_table(proba: np.ndarray, y: np.ndarray, langs: list[str], labels: list
             entry: dict = {"support": int(yt.sum()), "n": int(m.sum())}
             if 0 < yt.sum() < len(yt):
                 entry["roc_auc"] = float(roc_auc_score(yt, pp))
-                entry["pr_auc"] = float(average_precision_score(yt, pp))
+                entry["pr_auc"] = average_precision(yt, pp)
             for policy, th in thresholds.items():
                 entry[policy] = _prf(pp >= th[j], yt)
             per_label[lb] = entry
@@ -59,7 +59,8 @@ def label_table(proba: np.ndarray, y: np.ndarray, langs: list[str], labels: list
 
 def average_precision(y: np.ndarray, score: np.ndarray) -> float:
     """``sklearn.metrics.average_precision_score`` for one binary label, without its
-    input checks (about 30× faster; the bootstrap calls it tens of thousands of times)."""
+    input checks (about 30× faster; the bootstrap calls it tens of thousands of times).
+    The one AP of the project: every PR-AUC in metrics.json comes from here."""
     order = np.argsort(-score, kind="mergesort")
     s, t = score[order], y[order]
     last_of_tie = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]
@@ -161,7 +162,7 @@ def plot_pr_curves(curves: dict[str, np.ndarray], y: np.ndarray, labels: list[st
             if y[:, j].sum() == 0:
                 continue
             p, r, _ = precision_recall_curve(y[:, j], scores[:, j])
-            ax.plot(r, p, label=f"{name} (AP {average_precision_score(y[:, j], scores[:, j]):.3f})")
+            ax.plot(r, p, label=f"{name} (AP {average_precision(y[:, j] > 0.5, scores[:, j]):.3f})")
         ax.set_title(lb)
         ax.set_xlabel("recall")
         ax.set_ylabel("precision")
