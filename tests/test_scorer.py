@@ -67,8 +67,12 @@ def test_micro_batches_keep_input_order(fp32_scorer):
     np.testing.assert_allclose(shuffled, together[order], atol=1e-4)
 
 
-def test_int8_serving_graph_agrees_with_fp32(scorer, fp32_scorer):
-    assert np.abs(scorer.proba(TEXTS) - fp32_scorer.proba(TEXTS)).max() < 0.05
+def test_int8_serving_graph_agrees_with_fp32(scorer, fp32_scorer, tiny_run_config):
+    # Within the gate the export shipped this int8 graph under (one fact, in the run
+    # config); a fixed 0.05 here was stricter than that gate and failed once in CI
+    # (0.068) on the tiny model, whose dynamic-int8 scores depend on batch-mates.
+    gate = tiny_run_config.export.int8_max_proba_diff
+    assert np.abs(scorer.proba(TEXTS) - fp32_scorer.proba(TEXTS)).max() < gate
 
 
 def test_flags_are_proba_at_or_over_the_policy_threshold(scorer, tiny_bundle):
