@@ -114,7 +114,7 @@ class TorchRunner(Runner):
         model_dir = run_dir / "model"
         self.model, _ = load_trained(model_dir)
         self.tok = _tokenizer(bundle)
-        self.temperatures = bundle.temperatures()
+        self.calibrate = bundle.calibrate
         self.model_files = {p.name: p.stat().st_size for p in model_dir.iterdir()
                             if p.suffix == ".safetensors"}
 
@@ -127,7 +127,7 @@ class TorchRunner(Runner):
         mask = self.torch.tensor([e.attention_mask for e in enc], dtype=self.torch.int64)
         with self.torch.inference_mode():
             logits = self.model(input_ids=ids, attention_mask=mask).logits.numpy()
-        return 1.0 / (1.0 + np.exp(-logits / self.temperatures))
+        return self.calibrate(logits)
 
 
 #: Graphs looked for in ``<run_dir>/onnx`` when the bundle does not ship a variant, in order.

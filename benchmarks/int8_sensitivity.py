@@ -37,9 +37,9 @@ RESULTS = Path(__file__).parent / "results" / "int8_sensitivity.json"
 KINDS = ("query", "key", "value", "attention_out", "fc1", "fc2")
 
 
-def _gap(ref: np.ndarray, logits: np.ndarray, temps: np.ndarray, thresholds: dict[str, np.ndarray]) -> dict:
+def _gap(ref: np.ndarray, logits: np.ndarray, calibrate, thresholds: dict[str, np.ndarray]) -> dict:
     """The export's int8 parity report (without its verdict) plus the largest logit change."""
-    report = check_int8_parity(ref, logits, temps, thresholds, ExportConfig())
+    report = check_int8_parity(ref, logits, calibrate, thresholds, ExportConfig())
     keep = ("max_abs_proba_diff", "p99_abs_proba_diff", "mean_abs_proba_diff", "flag_agreement")
     return {**{k: report[k] for k in keep}, "max_abs_logit_diff": float(np.abs(logits - ref).max())}
 
@@ -52,7 +52,7 @@ def _weight_matmuls(fp32: Path) -> list[str]:
     return [n.name for n in graph.node if n.op_type == "MatMul" and n.input[1] in inits]
 
 
-def _simulate(model_dir: Path, texts: list[str], max_length: int, temps, thresholds, ref) -> dict:
+def _simulate(model_dir: Path, texts: list[str], max_length: int, calibrate, thresholds, ref) -> dict:
     import torch
 
     from training.train import load_trained, predict_logits
@@ -76,7 +76,7 @@ def _simulate(model_dir: Path, texts: list[str], max_length: int, temps, thresho
                     return torch.nn.functional.linear(act(x), mod.weight, mod.bias)
 
                 mod.forward = forward
-        out[name] = _gap(ref, predict_logits(model, tokenizer, texts, max_length), temps, thresholds)
+        out[name] = _gap(ref, predict_logits(model, tokenizer, texts, max_length), calibrate, thresholds)
         print(f"[int8] simulate {name}: max |Δp| {out[name]['max_abs_proba_diff']:.3f}", flush=True)
     return out
 
@@ -92,7 +92,7 @@ def run(bundle_path: str, per_layer: bool = False, simulate: bool = False, out: 
         raise FileNotFoundError("the bundle's run directory (test split, torch model) is not here")
     texts = [json.loads(line)["text"] for line in (run_dir / "data" / "test.jsonl").open(encoding="utf-8")]
     tokenizer = AutoTokenizer.from_pretrained(str(run_dir / "model"))
-    temps = bundle.temperatures()
+    calibrate = bundle.calibrate
     thresholds = {p: bundle.thresholds(p) for p in bundle.policies}
     fp32 = bundle.model_path("fp32")
     ref = onnx_logits(fp32, tokenizer, texts, bundle.max_length)
@@ -115,10 +115,10 @@ def run(bundle_path: str, per_layer: bool = False, simulate: bool = False, out: 
             quantize_dynamic(str(fp32), str(q), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
                              nodes_to_quantize=nodes)
             report["dynamic_int8"][name] = _gap(ref, onnx_logits(q, tokenizer, texts, bundle.max_length),
-                                                temps, thresholds)
+                                                calibrate, thresholds)
             print(f"[int8] {name}: max |Δp| {report['dynamic_int8'][name]['max_abs_proba_diff']:.3f}", flush=True)
     if simulate:
-        report["simulated"] = _simulate(run_dir / "model", texts, bundle.max_length, temps, thresholds, ref)
+        report["simulated"] = _simulate(run_dir / "model", texts, bundle.max_length, calibrate, thresholds, ref)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return report

@@ -101,6 +101,8 @@ class ColumnMap:
     group_column: str = "group"
     source_column: str = "source"
     tags_column: str = "tags"
+    #: Labels whose value is not known for the row (partial labels), e.g. ``["bullying"]``.
+    unknown_column: str = "unknown"
     label_map: dict[str, str | None] | None = None
     binary_threshold: float = 0.5
     default_lang: str | None = None
@@ -144,6 +146,7 @@ class ColumnMap:
             "source": str(row.get(self.source_column) or self.default_source),
             "group": str(row.get(self.group_column) or rid),
             "tags": _as_list(row.get(self.tags_column)),
+            "unknown": _as_list(row.get(self.unknown_column)),
         }
 
 

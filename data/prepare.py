@@ -3,12 +3,15 @@ train / calib / test files out (plus a split manifest)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from data.adapters import ADAPTERS, ColumnMap, parse_label_map
 from data.dedup import find_duplicates, normalize_records
-from data.split import SplitConfig, assign_splits, write_splits
+from data.formats import write_jsonl
+from data.realtext import BackgroundConfig, load_background, split_background
+from data.split import SPLIT_FILES, SplitConfig, assign_splits, write_splits
 from data.validate import load_records
 
 
@@ -46,12 +49,16 @@ class PrepareConfig:
     source: SourceConfig = field(default_factory=SourceConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     near_duplicate_threshold: float = 0.8
+    #: Real background text (partially labelled); ``path: ""`` leaves it out.
+    background: BackgroundConfig = field(default_factory=BackgroundConfig)
 
     def __post_init__(self) -> None:
         if isinstance(self.source, dict):
             self.source = SourceConfig(**self.source)
         if isinstance(self.split, dict):
             self.split = SplitConfig(**self.split)
+        if isinstance(self.background, dict):
+            self.background = BackgroundConfig(**self.background)
         if not 0.5 <= self.near_duplicate_threshold <= 1.0:
             raise ValueError("near_duplicate_threshold must be in [0.5, 1.0]")
 
@@ -62,6 +69,9 @@ def prepare_dataset(config: PrepareConfig, out_dir: str | Path) -> Path:
 
     Exact duplicates of an earlier record in another group are dropped; near
     duplicates are kept but forced into the same split as what they resemble.
+    With ``config.background.path`` set, the background text is written too:
+    ``background_train.jsonl`` (the pool training samples from) and
+    ``background_eval.jsonl`` (held-out sources / domains, for evaluation only).
     """
     records = normalize_records(load_records(config.source.path, config.source.column_map()))
     dups = find_duplicates(records, threshold=config.near_duplicate_threshold)
@@ -71,4 +81,13 @@ def prepare_dataset(config: PrepareConfig, out_dir: str | Path) -> Path:
     links = [(a, b) for a, b in dups.exact + dups.near if a not in dropped]
     assignment = assign_splits(kept, config.split, links)
     extra = {"source": asdict(config.source), "dedup": {**dups.summary(), "dropped_ids": sorted(dropped)}}
+    if config.background.path:
+        pool, held_out = split_background(load_background(config.background), config.background,
+                                          config.split.seed)
+        for name, rs in (("background_train", pool), ("background_eval", held_out)):
+            write_jsonl([r.to_dict() for r in rs], Path(out_dir) / SPLIT_FILES[name])
+        extra["background"] = {"config": asdict(config.background),
+                               "counts": {name: dict(sorted(Counter(r.lang for r in rs).items())) for name, rs in
+                                          (("background_train", pool), ("background_eval", held_out))}}
     return write_splits(kept, assignment, out_dir, config.split, extra)
+

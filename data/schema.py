@@ -36,6 +36,8 @@ PRIORITY_LEVELS: tuple[str, ...] = (*(level for level, _ in PRIORITY_RULES), PRI
 HARD_NEGATIVE_PREFIX = "hn:"
 #: Tag carried by augmented variants (transliteration, typos, obfuscation).
 AUGMENTED_TAG = "augmented"
+#: Target value of an unknown label (partial labels): every loss and metric skips it.
+UNKNOWN_TARGET = float("nan")
 
 
 def priority_spec() -> dict[str, Any]:
@@ -54,6 +56,12 @@ class Record:
     ``group`` ties together messages that must stay in the same split: an original
     and its augmented variants, or messages from one conversation. ``tags`` carry
     optional annotations such as ``hn:gaming`` (hard negative) or ``translit``.
+
+    ``unknown`` names labels whose value is not known (partial labels): a
+    background review is known to carry no ``threat``, ``self_harm`` or
+    ``bullying_disclosure``, but may insult its addressee. Unknown labels are
+    masked out of the training loss and skipped by every metric; in
+    :meth:`label_vector` they are ``nan``.
     """
 
     id: str
@@ -63,12 +71,17 @@ class Record:
     source: str = ""
     group: str = ""
     tags: tuple[str, ...] = field(default=())
+    unknown: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.group:
             object.__setattr__(self, "group", self.id)
         # Keep label order canonical so equal label sets compare equal.
         object.__setattr__(self, "labels", tuple(lb for lb in LABELS if lb in self.labels))
+        object.__setattr__(self, "unknown", tuple(lb for lb in LABELS if lb in self.unknown))
+        both = set(self.labels) & set(self.unknown)
+        if both:
+            raise ValueError(f"record {self.id}: labels {sorted(both)} are both set and unknown")
 
     @property
     def is_clean(self) -> bool:
@@ -83,8 +96,8 @@ class Record:
         return self.is_clean and any(t.startswith(HARD_NEGATIVE_PREFIX) for t in self.tags)
 
     def label_vector(self) -> list[float]:
-        """Multi-hot target in ``LABELS`` order."""
-        return [1.0 if lb in self.labels else 0.0 for lb in LABELS]
+        """Multi-hot target in ``LABELS`` order: 1 positive, 0 negative, ``nan`` unknown."""
+        return [1.0 if lb in self.labels else UNKNOWN_TARGET if lb in self.unknown else 0.0 for lb in LABELS]
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -97,6 +110,8 @@ class Record:
         }
         if self.tags:
             out["tags"] = list(self.tags)
+        if self.unknown:
+            out["unknown"] = list(self.unknown)
         return out
 
     @classmethod
@@ -109,4 +124,5 @@ class Record:
             source=d.get("source") or "",
             group=d.get("group") or "",
             tags=tuple(d.get("tags") or ()),
+            unknown=tuple(d.get("unknown") or ()),
         )

@@ -18,8 +18,10 @@ from pathlib import Path
 from data.schema import LABELS, Record
 
 SPLITS: tuple[str, ...] = ("train", "calib", "test")
+#: Real background text (data.realtext): the training pool and the held-out evaluation set.
+BACKGROUND_SPLITS: tuple[str, ...] = ("background_train", "background_eval")
 #: File names inside a prepared dataset folder.
-SPLIT_FILES = {name: f"{name}.jsonl" for name in SPLITS}
+SPLIT_FILES = {name: f"{name}.jsonl" for name in (*SPLITS, *BACKGROUND_SPLITS)}
 MANIFEST_FILE = "split_manifest.json"
 
 
@@ -144,7 +146,10 @@ def write_splits(records: list[Record], assignment: dict[str, str], out_dir: str
 
 
 def read_split(prepared_dir: str | Path, split: str) -> list[Record]:
-    """Records of one split from a prepared dataset folder."""
+    """Records of one split from a prepared dataset folder (a background split that
+    was not prepared is empty)."""
     path = Path(prepared_dir) / SPLIT_FILES[split]
+    if split in BACKGROUND_SPLITS and not path.exists():
+        return []
     with path.open(encoding="utf-8") as fh:
         return [Record.from_dict(json.loads(line)) for line in fh if line.strip()]

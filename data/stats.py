@@ -16,6 +16,9 @@ def _lang_stats(rs: list[Record]) -> dict:
     return {
         "records": len(rs),
         "by_label": {lb: sum(lb in r.labels for r in rs) for lb in LABELS},
+        # Partial labels: records for which a label is not known (neither positive nor negative).
+        "unknown_by_label": {lb: sum(lb in r.unknown for r in rs) for lb in LABELS},
+        "partial": sum(bool(r.unknown) for r in rs),
         "clean": len(clean),
         "clean_share": round(len(clean) / len(rs), 3) if rs else 0.0,
         "hard_negatives": sum(r.is_hard_negative for r in clean),
@@ -55,7 +58,7 @@ def compute_stats(records: list[Record]) -> dict:
 
 def format_stats(stats: dict) -> str:
     """Human-readable tables for :func:`compute_stats` output."""
-    cols = ["records", *LABELS, "clean", "hard_negatives", "multi_label", "translit", "obfuscated", "augmented"]
+    cols = ["records", *LABELS, "clean", "partial", "hard_negatives", "multi_label", "translit", "obfuscated", "augmented"]
     rows = [("lang", *cols)]
     for name, s in [*stats["by_lang"].items(), ("all", stats["total"])]:
         rows.append((name, *(str(s["by_label"][c] if c in LABELS else s[c]) for c in cols)))
@@ -66,6 +69,7 @@ def format_stats(stats: dict) -> str:
         "",
         f"clean share {t['clean_share']:.1%}; hard negatives {t['hard_negative_share_of_clean']:.1%} of clean; "
         f"multi-label {t['multi_label_share_of_positives']:.1%} of positives; augmented {stats['augmented_share']:.1%} of all",
+        "unknown (partial labels): " + ", ".join(f"{lb} {n}" for lb, n in t["unknown_by_label"].items()),
         "length (words): " + ", ".join(f"{k} {v}" for k, v in stats["length_words"].items()),
         "length (chars): " + ", ".join(f"{k} {v}" for k, v in stats["length_chars"].items()),
         "duplicates: " + ", ".join(f"{k} {v}" for k, v in stats["duplicates"].items()),

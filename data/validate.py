@@ -23,6 +23,7 @@ ERROR_CODES = {
     "bad_lang": f"language code is not one of {', '.join(LANGS)}",
     "unknown_label": f"label is not one of {', '.join(LABELS)}",
     "duplicate_id": "id was already used by an earlier row",
+    "label_conflict": "a label is both set and marked unknown",
 }
 
 
@@ -73,9 +74,13 @@ def validate_fields(fields: dict, where: str) -> list[Issue]:
     lang = fields.get("lang")
     if lang not in LANGS:
         issues.append(Issue(where, "bad_lang", f"language {_safe(lang)} is not one of {list(LANGS)}"))
-    for label in fields.get("labels") or []:
+    for label in [*(fields.get("labels") or []), *(fields.get("unknown") or [])]:
         if label not in LABELS:
             issues.append(Issue(where, "unknown_label", f"label {_safe(label)} is not one of {list(LABELS)}"))
+    both = set(fields.get("labels") or []) & set(fields.get("unknown") or [])
+    if both:
+        issues.append(Issue(where, "label_conflict",
+                            f"label(s) {', '.join(_safe(lb) for lb in sorted(both))} are both set and marked unknown"))
     return issues
 
 

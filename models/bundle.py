@@ -137,6 +137,16 @@ class Bundle:
         per_label = self.calibration["labels"]
         return np.array([per_label[lb]["temperature"] for lb in self.labels], dtype=np.float32)
 
+    def logit_offsets(self) -> np.ndarray:
+        """Per-label prior-shift offsets, in label order (0 in bundles made before the shift)."""
+        per_label = self.calibration["labels"]
+        return np.array([per_label[lb].get("logit_offset", 0.0) for lb in self.labels], dtype=np.float32)
+
+    def calibrate(self, logits: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities as served: ``sigmoid(logits / temperature + logit_offset)``."""
+        z = np.asarray(logits, dtype=np.float64) / self.temperatures() + self.logit_offsets()
+        return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
+
     def thresholds(self, policy: str) -> np.ndarray:
         """Per-label thresholds of ``policy``, in label order."""
         if policy not in self.calibration["policies"]:

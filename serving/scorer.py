@@ -141,8 +141,7 @@ class Scorer:
         self._output = bundle.onnx_output
 
         self.labels: tuple[str, ...] = bundle.labels
-        self.temperatures_ = bundle.temperatures()
-        self.thresholds_ = {policy: bundle.thresholds(policy) for policy in bundle.policies}
+        self.thresholds = {policy: bundle.thresholds(policy) for policy in bundle.policies}
         rules = bundle.priority.get("rules", [])
         for rule in rules:
             unknown = [lb for lb in rule["any_of"] if lb not in self.labels]
@@ -235,9 +234,8 @@ class Scorer:
         return out
 
     def proba_from_logits(self, logits: np.ndarray) -> np.ndarray:
-        """Calibrated probabilities: ``sigmoid(logits / temperature)`` per label."""
-        z = np.asarray(logits, dtype=np.float64) / self.temperatures_
-        return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
+        """Calibrated probabilities at the deployment prevalence (:meth:`Bundle.calibrate`)."""
+        return self.bundle.calibrate(logits)
 
     def proba(self, texts: list[str]) -> np.ndarray:
         """Calibrated probabilities, shape ``(len(texts), len(labels))``, in input order."""
@@ -245,9 +243,9 @@ class Scorer:
 
     def flags(self, proba: np.ndarray, policy: str) -> np.ndarray:
         """``proba >= threshold`` of ``policy``, a boolean array of the same shape."""
-        if policy not in self.thresholds_:
+        if policy not in self.thresholds:
             raise ValueError(f"unknown policy {policy!r}; this model has {list(self.policies)}")
-        return np.asarray(proba) >= self.thresholds_[policy]
+        return np.asarray(proba) >= self.thresholds[policy]
 
     def priorities(self, flags: np.ndarray) -> list[str]:
         """Triage priority per row of ``flags``: the first rule with a flagged label wins."""
@@ -270,7 +268,7 @@ class Scorer:
 
     def score(self, texts: list[str], policy: str = "moderation") -> list[Score]:
         """Scores, flags and triage priority of every text under ``policy``."""
-        if policy not in self.thresholds_:  # fail before the model runs
+        if policy not in self.thresholds:  # fail before the model runs
             raise ValueError(f"unknown policy {policy!r}; this model has {list(self.policies)}")
         return self.scores_from_proba(self.proba(texts), policy)
 

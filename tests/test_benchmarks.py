@@ -268,7 +268,7 @@ def test_int8_sensitivity_reports_every_group_on_the_tiny_bundle(tiny_bundle, tm
     from benchmarks.int8_sensitivity import KINDS, _gap, run
 
     ref = np.random.default_rng(0).normal(0, 2, (50, 4))
-    same = _gap(ref, ref, np.ones(4), {"moderation": np.full(4, 0.5)})
+    same = _gap(ref, ref, lambda z: 1 / (1 + np.exp(-z)), {"moderation": np.full(4, 0.5)})
     assert same["max_abs_proba_diff"] == 0 and same["flag_agreement"] == {"moderation": 1.0}
 
     report = run(str(tiny_bundle), per_layer=True, simulate=True, out=tmp_path / "s.json")

@@ -11,7 +11,7 @@ import pytest
 import qorgan
 from data.formats import EXTENSIONS, write_jsonl
 from data.schema import LABELS, LANGS
-from data.split import MANIFEST_FILE, SPLIT_FILES
+from data.split import MANIFEST_FILE, SPLIT_FILES, SPLITS
 
 DATA = Path(__file__).parent / "fixtures" / "data"
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "corpus"
@@ -55,13 +55,13 @@ def test_validate_reports_every_error_with_its_location_and_exits_1(capsys):
     code, out, err = run(capsys, "validate", path)
     assert code == 1
     lines = out.splitlines()
-    assert lines[-1] == "FAILED: 14 rows read, 2 valid, 13 errors"
+    assert lines[-1] == "FAILED: 16 rows read, 3 valid, 14 errors"
     issues = [ln.split(": ")[:2] for ln in lines[:-1]]
-    assert [loc for loc, _ in issues] == [f"{path}:{n}" for n in (2, 3, 4, 6, 7, 8, 9, 10, 11, 12, 13, 15, 15)]
+    assert [loc for loc, _ in issues] == [f"{path}:{n}" for n in (2, 3, 4, 6, 7, 8, 9, 10, 11, 12, 13, 15, 15, 16)]
     assert [c for _, c in issues] == [
         "invalid_utf8", "bad_json", "bad_json", "empty_text", "empty_text", "empty_text",
         "bad_text_type", "text_too_long", "bad_lang", "unknown_label", "duplicate_id",
-        "bad_lang", "unknown_label"]
+        "bad_lang", "unknown_label", "label_conflict"]
     assert_no_text(out + err, "homework", "unterminated")
 
 
@@ -80,7 +80,7 @@ def test_validate_max_errors(capsys):
     lines = out.splitlines()
     assert code == 1
     assert len(lines) == 3 + 2
-    assert lines[3] == "… and 10 more"
+    assert lines[3] == "… and 11 more"
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
@@ -197,7 +197,7 @@ def test_stats_on_invalid_data_exits_2_without_text(capsys):
     path = DATA / "errors.jsonl"
     code, out, err = run(capsys, "stats", path, "--json")
     assert code == 2 and out == ""
-    assert f"13 invalid rows in {path}" in err and f"{path}:10: text_too_long" in err
+    assert f"14 invalid rows in {path}" in err and f"{path}:10: text_too_long" in err
     assert_no_text(err, "homework")
 
 
@@ -214,7 +214,7 @@ def test_prepare_writes_splits(capsys, tmp_path):
     assert manifest["config"] == {"train": 0.5, "calib": 0.25, "test": 0.25, "seed": 3}
     assert sorted(i for ids in manifest["ids"].values() for i in ids) == sorted(
         json.loads(line)["id"] for line in (DATA / "clean.jsonl").read_text(encoding="utf-8").splitlines())
-    assert all((out_dir / f).is_file() for f in SPLIT_FILES.values())
+    assert all((out_dir / SPLIT_FILES[s]).is_file() for s in SPLITS)
     assert_no_text(out + err)
 
 

@@ -314,7 +314,7 @@ def test_column_map_defaults_and_renames():
     cm = ColumnMap(text_column="body", default_lang="ru", default_source="forum", id_prefix="f")
     fields = cm.fields_from({"body": "neutral", "tags": "a;b"}, 7)
     assert fields == {"id": "f-7", "text": "neutral", "lang": "ru", "labels": [], "source": "forum",
-                      "group": "f-7", "tags": ["a", "b"]}
+                      "group": "f-7", "tags": ["a", "b"], "unknown": []}
     # A row's own language wins over the default.
     assert cm.fields_from({"body": "x", "lang": "kk"}, 1)["lang"] == "kk"
 

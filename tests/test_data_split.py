@@ -332,7 +332,7 @@ def _manifest(folder: Path) -> dict:
 
 
 def test_prepare_writes_split_files_and_manifest(prepared, corpus_file):
-    assert sorted(p.name for p in prepared.iterdir()) == sorted([*SPLIT_FILES.values(), MANIFEST_FILE])
+    assert sorted(p.name for p in prepared.iterdir()) == sorted([*(SPLIT_FILES[s] for s in SPLITS), MANIFEST_FILE])
     manifest = _manifest(prepared)
     assert manifest["config"] == {"train": 0.8, "calib": 0.1, "test": 0.1, "seed": 21}
     assert manifest["source"]["path"] == str(corpus_file)

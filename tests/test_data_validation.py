@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from data.formats import iter_rows
-from data.schema import LABELS, LANGS, MAX_TEXT_CHARS
+from data.schema import LABELS, LANGS, MAX_TEXT_CHARS, Record
 from data.validate import ERROR_CODES, Issue, load_records, validate_fields, validate_path
 
 DATA = Path(__file__).parent / "fixtures" / "data"
@@ -18,7 +19,7 @@ ERRORS_CSV = DATA / "errors.csv"
 #: Every text in the fixtures contains this; it must never appear in a message.
 MARKER = "zqxmarker"
 
-#: errors.jsonl: line → codes reported there (lines 1 and 14 are valid, 5 is blank).
+#: errors.jsonl: line → codes reported there (lines 1, 14 and 17 are valid, 5 is blank).
 JSONL_EXPECTED = {
     2: ["invalid_utf8"],
     3: ["bad_json"],  # unterminated string
@@ -32,6 +33,7 @@ JSONL_EXPECTED = {
     12: ["unknown_label"],
     13: ["duplicate_id"],  # reuses the id of line 1
     15: ["bad_lang", "unknown_label"],
+    16: ["label_conflict"],  # bullying both set and unknown
 }
 #: errors.csv: line → codes (1 header, 2 valid, 5-6 one valid quoted two-line row,
 #: 12 blank, 13 valid).
@@ -91,13 +93,22 @@ def test_csv_errors_are_reported_at_their_lines(csv_report):
 
 
 def test_valid_rows_survive_next_to_invalid_ones(jsonl_report, csv_report):
-    assert [r.id for r in jsonl_report.records] == ["r01", "r14"]
+    assert [r.id for r in jsonl_report.records] == ["r01", "r14", "r17"]
     # Blank lines are skipped, not counted as rows.
-    assert jsonl_report.rows == 14
+    assert jsonl_report.rows == 16
     assert {r.id for r in csv_report.records} == {"k01", "k04", "k13"}
     two_lines = next(r for r in csv_report.records if r.id == "k04")
     assert two_lines.text == f"{MARKER} quoted text over\ntwo lines"
     assert two_lines.labels == ("threat",)
+
+
+def test_partial_labels_are_read_as_unknown_not_negative(jsonl_report):
+    partial = next(r for r in jsonl_report.records if r.id == "r17")
+    assert partial.unknown == ("bullying",) and partial.is_clean
+    vector = partial.label_vector()
+    assert np.isnan(vector[LABELS.index("bullying")])
+    assert [v for i, v in enumerate(vector) if i != LABELS.index("bullying")] == [0.0, 0.0, 0.0]
+    assert Record.from_dict(partial.to_dict()) == partial
 
 
 def test_invalid_utf8_points_at_the_byte(jsonl_report, csv_report):
@@ -251,7 +262,7 @@ def test_load_records_raises_with_located_issues_and_no_text():
     with pytest.raises(ValueError) as info:
         load_records(ERRORS_JSONL)
     message = str(info.value)
-    assert message.startswith(f"13 invalid rows in {ERRORS_JSONL}:")
+    assert message.startswith(f"14 invalid rows in {ERRORS_JSONL}:")
     assert f"{ERRORS_JSONL}:15: unknown_label" in message
     _assert_no_text(message, "homework")
 
@@ -277,5 +288,5 @@ def test_load_records_returns_records_of_clean_data():
 
 def test_raw_rows_carry_locations_not_only_data():
     rows = list(iter_rows(ERRORS_JSONL))
-    assert [r.where.rpartition(":")[2] for r in rows] == [str(n) for n in range(1, 16) if n != 5]
+    assert [r.where.rpartition(":")[2] for r in rows] == [str(n) for n in range(1, 18) if n != 5]
     assert all((r.data is None) == (r.error is not None) for r in rows)

@@ -49,10 +49,13 @@ def test_token_ids_match_the_training_tokenizer(scorer, tiny_base_model):
     assert (got.input_ids[got.attention_mask == 0] == hf.pad_token_id).all()
 
 
-def test_proba_is_sigmoid_of_logits_over_temperature(scorer, tiny_bundle):
+def test_proba_is_sigmoid_of_logits_over_temperature_plus_prior_offset(scorer, tiny_bundle):
     logits = scorer.logits(TEXTS)
-    temperatures = load_bundle(tiny_bundle).temperatures()
-    expected = 1 / (1 + np.exp(-logits / temperatures))
+    bundle = load_bundle(tiny_bundle)
+    temperatures, offsets = bundle.temperatures(), bundle.logit_offsets()
+    # The tiny bundle is built with the default deployment prevalence: the offsets are real.
+    assert np.all(offsets < 0)
+    expected = 1 / (1 + np.exp(-(logits / temperatures + offsets)))
     np.testing.assert_allclose(scorer.proba(TEXTS), expected, rtol=1e-5, atol=1e-6)
     assert logits.shape == (len(TEXTS), len(scorer.labels))
     assert logits.dtype == np.float32

@@ -48,7 +48,8 @@ def _pr(proba, y, th):
 def test_thresholds_meet_their_objective_on_the_fitting_data():
     logits, y = _synthetic(scale=1.0, seed=1)
     proba = TemperatureScaler().fit_transform(logits + 2.5 * (y * 2 - 1), y)
-    config = PolicyConfig(bootstrap_samples=100)
+    # Precision of the fitting data itself (no deployment prevalence).
+    config = PolicyConfig(bootstrap_samples=100, prevalence={})
     fitted = PolicyFitter(config).fit(proba, y, list(LABELS))
     for j, lb in enumerate(LABELS):
         mod = fitted["moderation"][lb]
@@ -113,13 +114,13 @@ def test_default_config_loads_and_round_trips(tmp_path):
 def test_parity_gates_refuse_drifting_graphs():
     rng = np.random.default_rng(0)
     logits = rng.normal(0, 2, (200, 4))
-    temps = np.ones(4)
+    calibrate = TemperatureScaler().fit(logits, (logits > 0).astype(float)).transform
     ths = {"moderation": np.full(4, 0.5)}
     assert check_fp32_parity(logits, logits + 1e-6, ExportConfig())["passed"]
     with pytest.raises(ParityError, match="fp32 logits differ"):
         check_fp32_parity(logits, logits + 1e-2, ExportConfig())
-    assert check_int8_parity(logits, logits + 1e-3, temps, ths, ExportConfig())["passed"]
-    drift = check_int8_parity(logits, logits + rng.normal(0, 1, logits.shape), temps, ths, ExportConfig())
+    assert check_int8_parity(logits, logits + 1e-3, calibrate, ths, ExportConfig())["passed"]
+    drift = check_int8_parity(logits, logits + rng.normal(0, 1, logits.shape), calibrate, ths, ExportConfig())
     assert not drift["passed"]
     assert any("probabilities differ" in p for p in drift["problems"])
     assert any("moderation flags agree" in p for p in drift["problems"])

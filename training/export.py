@@ -18,10 +18,10 @@ Recipes:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from scipy.special import expit
 
 from training.config import ExportConfig
 
@@ -116,11 +116,13 @@ def check_fp32_parity(torch_logits: np.ndarray, fp32_logits: np.ndarray, config:
     return report
 
 
-def check_int8_parity(torch_logits: np.ndarray, int8_logits: np.ndarray, temperatures: np.ndarray,
+def check_int8_parity(torch_logits: np.ndarray, int8_logits: np.ndarray,
+                      calibrate: Callable[[np.ndarray], np.ndarray],
                       thresholds: dict[str, np.ndarray], config: ExportConfig) -> dict:
-    """Compare an int8 graph's calibrated probabilities and flags with torch's; never raises."""
-    p_torch = expit(torch_logits / temperatures)
-    p_int8 = expit(int8_logits / temperatures)
+    """Compare an int8 graph's calibrated probabilities (``calibrate(logits)``, as served)
+    and flags with torch's; never raises."""
+    p_torch = calibrate(torch_logits)
+    p_int8 = calibrate(int8_logits)
     diff = np.abs(p_int8 - p_torch)
     agreement = {policy: float(np.mean(np.all((p_int8 >= th) == (p_torch >= th), axis=1)))
                  for policy, th in thresholds.items()}

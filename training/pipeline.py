@@ -11,6 +11,7 @@ import contextlib
 import json
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,8 @@ from training.calibrate import PolicyFitter, TemperatureScaler
 from training.config import RunConfig
 from training.evaluate import (
     calibration_summary,
+    flag_rates,
+    gate_breaches,
     label_table,
     macro_pr_auc_gap,
     plot_pr_curves,
@@ -50,6 +53,10 @@ from training.train import (
 
 CONFIG_FILE = "config.yaml"
 PLOTS = ("reliability.png", "pr_curves.png")
+
+
+class BackgroundGateError(RuntimeError):
+    """Held-out ordinary text is flagged more often than ``eval.max_flag_rate`` allows."""
 
 
 @contextlib.contextmanager
@@ -86,8 +93,10 @@ def run_pipeline(config: RunConfig) -> Path | None:
         # move its training messages into calib or test.
         if not (config.train.reuse_model and (data_dir / MANIFEST_FILE).is_file()):
             prepare_dataset(config.data, data_dir)
-        train, calib, test = (read_split(data_dir, s) for s in ("train", "calib", "test"))
-        print(f"[qorgan]   train {len(train)}, calib {len(calib)}, test {len(test)}", file=sys.stderr)
+        train, calib, test, bg_train, bg_eval = (read_split(data_dir, s) for s in (
+            "train", "calib", "test", "background_train", "background_eval"))
+        print(f"[qorgan]   train {len(train)}, calib {len(calib)}, test {len(test)}; background: "
+              f"training pool {len(bg_train)}, held-out evaluation {len(bg_eval)}", file=sys.stderr)
     with stage("base model", timings):
         base = resolve_base_model(config.model)
     if config.train.reuse_model:
@@ -95,7 +104,7 @@ def run_pipeline(config: RunConfig) -> Path | None:
             model, tokenizer = load_trained(run_dir / MODEL_SUBDIR)
     else:
         with stage("fine-tune", timings):
-            model, tokenizer, trainer = train_model(config, train, calib, run_dir)
+            model, tokenizer, trainer = train_model(config, train, calib, run_dir, background=bg_train)
         if not trainer.is_world_process_zero():
             return None
 
@@ -107,13 +116,19 @@ def run_pipeline(config: RunConfig) -> Path | None:
         calib_logits = predict_logits(model, tokenizer, [r.text for r in calib], max_len, bs)
         test_logits = predict_logits(model, tokenizer, test_texts, max_len, bs)
     with stage("calibrate and fit policy thresholds", timings):
-        scaler = TemperatureScaler().fit(calib_logits, y_calib)
+        prevalence = np.array([config.policy.prevalence.get(lb, np.nan) for lb in LABELS])
+        scaler = TemperatureScaler(prevalence=prevalence).fit(calib_logits, y_calib)
         policies = PolicyFitter(config.policy).fit(scaler.transform(calib_logits), y_calib, list(LABELS))
         thresholds = _thresholds(policies)
         calibration = {
-            "method": "temperature",
+            "method": "temperature+prior_shift",
             "fitted_on": "calib",
-            "labels": {lb: {"temperature": float(t)} for lb, t in zip(LABELS, scaler.temperature_, strict=True)},
+            # proba = sigmoid(logit / temperature + logit_offset); the offset moves the calib
+            # split's base rate to the deployment prevalence (training.calibrate.prior_offset).
+            "labels": {lb: {"temperature": float(t), "logit_offset": float(o), "calib_base_rate": float(b),
+                            "prevalence": config.policy.prevalence.get(lb)}
+                       for lb, t, o, b in zip(LABELS, scaler.temperature_, scaler.offset_, scaler.base_rate_,
+                                              strict=True)},
             "policies": policies,
         }
     export_dir = run_dir / "onnx"
@@ -127,7 +142,7 @@ def run_pipeline(config: RunConfig) -> Path | None:
         with stage(f"quantise int8 ({recipe}) and check parity", timings):
             path = quantize_int8(fp32_path, export_dir / f"model.int8.{recipe}.onnx", recipe)
             logits = onnx_logits(path, tokenizer, test_texts, max_len, bs)
-            report = {"recipe": recipe, **check_int8_parity(test_logits, logits, scaler.temperature_,
+            report = {"recipe": recipe, **check_int8_parity(test_logits, logits, scaler.transform,
                                                               thresholds, config.export)}
             parity["int8_attempts"].append(report)
             print(f"[qorgan]   int8 {recipe}: {'passed' if report['passed'] else 'failed: ' + '; '.join(report['problems'])}",
@@ -143,13 +158,17 @@ def run_pipeline(config: RunConfig) -> Path | None:
                   int8_recipe=parity["int8_attempts"][-1]["recipe"] if int8_path is not None else None)
 
     metrics: dict = {"test": {}, "macro_pr_auc": {}}
+    served_path = int8_path if int8_path is not None else fp32_path
     with stage("evaluate on the test split", timings):
         test_proba = scaler.transform(test_logits)
         variants = {"torch": test_proba, f"onnx_{serving_variant}":
                     scaler.transform(int8_logits if int8_path is not None else fp32_logits)}
         for name, proba in variants.items():
             metrics["test"][name] = label_table(proba, y_test, test_langs, list(LABELS), thresholds)
-        metrics["calibration"] = calibration_summary(test_logits, test_proba, y_test, list(LABELS))
+        # Calibration is judged at the test split's own base rate (that of calib), before the
+        # prior shift: the shifted scores are calibrated for traffic that test does not resemble.
+        at_base_rate = scaler.transform(test_logits, shift=False)
+        metrics["calibration"] = calibration_summary(test_logits, at_base_rate, y_test, list(LABELS))
         curves = {"qorgan": test_proba}
         if config.baseline:
             bl = TfidfBaseline().fit([r.text for r in train], _labels(train))
@@ -166,13 +185,38 @@ def run_pipeline(config: RunConfig) -> Path | None:
                                                           config.policy.confidence)
         for name, table in metrics["test"].items():
             metrics["macro_pr_auc"][name] = {lang: block["macro_pr_auc"] for lang, block in table.items()}
-        plot_reliability(test_logits, test_proba, y_test, run_dir / PLOTS[0])
+        plot_reliability(test_logits, at_base_rate, y_test, run_dir / PLOTS[0])
         plot_pr_curves(curves, y_test, list(LABELS), run_dir / PLOTS[1])
         metrics["parity"] = parity
         manifest = json.loads((data_dir / MANIFEST_FILE).read_text(encoding="utf-8"))
         metrics["data"] = {"counts": manifest["counts"], "dedup": {k: v for k, v in manifest["dedup"].items()
                                                                    if k != "dropped_ids"}}
-        metrics["timings_s"] = timings
+    if bg_eval:
+        with stage("flag rates on held-out real text", timings):
+            bg_proba = scaler.transform(onnx_logits(served_path, tokenizer, [r.text for r in bg_eval], max_len, bs))
+            rates = flag_rates(bg_proba, [r.lang for r in bg_eval], list(LABELS), thresholds,
+                               config.data.background.unknown)
+            breaches = gate_breaches(rates, config.eval.max_flag_rate)
+            metrics["background"] = {
+                "messages": dict(sorted(Counter(r.lang for r in bg_eval).items())),
+                "sources": sorted({r.source for r in bg_eval}), "holdout": config.data.background.holdout,
+                "training_pool": len(bg_train), "background_share": config.train.background_share,
+                "flag_rate": rates,
+                "gate": {"mode": config.eval.background_gate, "limits": config.eval.max_flag_rate,
+                         "breaches": breaches, "passed": not breaches},
+            }
+        for line in breaches:
+            print(f"[qorgan]   REAL-TEXT GATE: {line}", file=sys.stderr)
+        if breaches and config.eval.background_gate == "fail":
+            raise BackgroundGateError(
+                f"bundle not written: held-out ordinary text is flagged too often ({len(breaches)} limits "
+                f"exceeded: {'; '.join(breaches)}). Fix the model or data, or rerun with "
+                "--set train.reuse_model=true --set eval.background_gate=warn to write it anyway.")
+        if breaches:
+            print(f"[qorgan] WARNING: {len(breaches)} real-text flag-rate limits exceeded; the bundle is "
+                  "written because eval.background_gate is 'warn' (see metrics.json → background.gate)",
+                  file=sys.stderr)
+    metrics["timings_s"] = timings
 
     with stage("write bundle", timings):
         data_summary = {"records": sum(c["records"] for c in manifest["counts"].values()),

@@ -32,12 +32,17 @@ def resolve_base_model(config: ModelConfig) -> str:
 
 
 def macro_scores(logits: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    """Macro PR-AUC and ROC-AUC over labels that have both classes."""
+    """Macro PR-AUC and ROC-AUC over labels that have both classes (unknown targets skipped)."""
     from sklearn.metrics import roc_auc_score
 
+    from training.calibrate import known
     from training.evaluate import macro_pr_auc
 
-    roc = [roc_auc_score(y[:, j], logits[:, j]) for j in range(y.shape[1]) if 0 < y[:, j].sum() < len(y)]
+    roc = []
+    for j in range(y.shape[1]):
+        k = known(y[:, j])
+        if 0 < y[k, j].sum() < k.sum():
+            roc.append(roc_auc_score(y[k, j], logits[k, j]))
     return {"pr_auc_macro": macro_pr_auc(logits, y) or 0.0,
             "roc_auc_macro": float(np.mean(roc)) if roc else 0.0}
 
@@ -48,10 +53,10 @@ def _compute_metrics(eval_pred) -> dict[str, float]:
 
 
 def pos_weights(records: list[Record], cap: float) -> list[float]:
-    """Negatives / positives per label, capped, from the training split."""
+    """Negatives / positives per label, capped, from the training split (known targets only)."""
     y = np.array([r.label_vector() for r in records])
-    pos = y.sum(0)
-    neg = len(y) - pos
+    pos = np.nansum(y, 0)
+    neg = np.sum(y == 0, 0)
     return [float(min(cap, n / p)) if p else 1.0 for n, p in zip(neg, pos, strict=True)]
 
 
@@ -61,7 +66,8 @@ def oversample(records: list[Record], counts: dict[str, int]) -> list[Record]:
 
 
 def to_dataset(records: list[Record], tokenizer, max_length: int):
-    """Tokenised ``datasets.Dataset`` with ``labels`` and a ``length`` column for length grouping."""
+    """Tokenised ``datasets.Dataset`` with ``labels`` (``nan`` where unknown) and a
+    ``length`` column for length grouping."""
     import datasets
 
     enc = tokenizer([r.text for r in records], truncation=True, max_length=max_length)
@@ -71,6 +77,41 @@ def to_dataset(records: list[Record], tokenizer, max_length: int):
         "labels": [r.label_vector() for r in records],
         "length": [len(ids) for ids in enc["input_ids"]],
     })
+
+
+class BackgroundMix:
+    """The training set of one epoch: every corpus example plus ``per_epoch`` background
+    examples drawn afresh each epoch (without replacement within an epoch).
+
+    A map-style dataset of fixed length, so that the Trainer's length-grouped sampler
+    and its step counts work unchanged; :meth:`set_epoch` (called by
+    :class:`EpochCallback`) redraws which background message fills each slot.
+    """
+
+    def __init__(self, corpus, background, per_epoch: int, seed: int):
+        if per_epoch > len(background):
+            raise ValueError(f"{per_epoch} background examples per epoch requested, "
+                             f"but the pool holds only {len(background)}")
+        self.corpus, self.background, self.per_epoch, self.seed = corpus, background, per_epoch, seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        rng = np.random.default_rng([self.seed, epoch])
+        self._drawn = rng.permutation(len(self.background))[: self.per_epoch]
+
+    def __len__(self) -> int:
+        return len(self.corpus) + self.per_epoch
+
+    def __getitem__(self, i: int) -> dict:
+        n = len(self.corpus)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return self.corpus[int(i)] if i < n else self.background[int(self._drawn[i - n])]
+
+
+def background_per_epoch(n_corpus: int, share: float) -> int:
+    """Background examples per epoch so that they make up ``share`` of the epoch."""
+    return round(n_corpus * share / (1 - share))
 
 
 def load_classifier(name_or_path: str, *, pooling: str = "cls", freeze_embeddings: bool = False):
@@ -131,8 +172,10 @@ def predict_logits(model, tokenizer, texts: list[str], max_length: int, batch_si
     return out
 
 
-def train_model(config: RunConfig, train: list[Record], calib: list[Record], run_dir: str | Path):
-    """Fine-tune on ``train``, early-stop on ``calib``; saves the best model and tokenizer
+def train_model(config: RunConfig, train: list[Record], calib: list[Record], run_dir: str | Path,
+                background: list[Record] = ()):
+    """Fine-tune on ``train`` (plus, with ``train.background_share``, a fresh draw from
+    ``background`` every epoch), early-stop on ``calib``; saves the best model and tokenizer
     to ``run_dir/model`` and the training log to ``run_dir/train_log.jsonl``.
 
     Returns ``(model, tokenizer, trainer)``; only the main process should go on
@@ -145,6 +188,7 @@ def train_model(config: RunConfig, train: list[Record], calib: list[Record], run
         DataCollatorWithPadding,
         EarlyStoppingCallback,
         Trainer,
+        TrainerCallback,
         TrainingArguments,
         set_seed,
     )
@@ -160,16 +204,41 @@ def train_model(config: RunConfig, train: list[Record], calib: list[Record], run
     if tc.oversample:
         train = oversample(train, tc.oversample)
         print(f"[qorgan]   training records after oversampling {tc.oversample}: {len(train)}", flush=True)
+
+    class EpochCallback(TrainerCallback):
+        """Tells the background mix which epoch starts, so that it draws new examples."""
+
+        def __init__(self, dataset: BackgroundMix):
+            self.dataset, self.epoch = dataset, 0
+
+        def on_epoch_begin(self, args, state, control, **kwargs):
+            self.dataset.set_epoch(self.epoch)
+            self.epoch += 1
+
+    train_dataset = to_dataset(train, tokenizer, mc.max_length)
+    callbacks = [EarlyStoppingCallback(early_stopping_patience=tc.early_stopping_patience)]
+    per_epoch = background_per_epoch(len(train), tc.background_share) if background else 0
+    if per_epoch:
+        per_epoch = min(per_epoch, len(background))
+        train_dataset = BackgroundMix(train_dataset, to_dataset(background, tokenizer, mc.max_length),
+                                      per_epoch, tc.seed)
+        callbacks.append(EpochCallback(train_dataset))
+        print(f"[qorgan]   background examples per epoch: {per_epoch} of {len(background)} "
+              f"(share {tc.background_share})", flush=True)
+    # Weights from the corpus alone: background text would only add negatives for
+    # the known labels and shrink the weight the rare positives need.
     weights = torch.tensor(pos_weights(train, tc.max_pos_weight))
 
     class MultiLabelTrainer(Trainer):
-        """BCE-with-logits with a per-label positive weight."""
+        """BCE-with-logits with a per-label positive weight; unknown (``nan``) targets are masked."""
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            labels = inputs.pop("labels")
+            labels = inputs.pop("labels").float()
             outputs = model(**inputs)
-            loss_fn = nn.BCEWithLogitsLoss(pos_weight=weights.to(outputs.logits.device))
-            loss = loss_fn(outputs.logits.float(), labels.float())
+            known = ~torch.isnan(labels)
+            loss_fn = nn.BCEWithLogitsLoss(pos_weight=weights.to(outputs.logits.device), reduction="none")
+            per_target = loss_fn(outputs.logits.float(), torch.nan_to_num(labels, nan=0.0))
+            loss = (per_target * known).sum() / known.sum().clamp(min=1)
             return (loss, outputs) if return_outputs else loss
 
     strategy = "steps" if tc.eval_steps > 0 else "epoch"
@@ -182,6 +251,8 @@ def train_model(config: RunConfig, train: list[Record], calib: list[Record], run
         gradient_accumulation_steps=tc.gradient_accumulation_steps,
         learning_rate=tc.learning_rate,
         weight_decay=tc.weight_decay,
+        # transformers 5 folds warmup_ratio into warmup_steps: a value below 1 is a
+        # share of the total steps.
         warmup_steps=tc.warmup_ratio,
         lr_scheduler_type="linear",
         seed=tc.seed,
@@ -204,11 +275,11 @@ def train_model(config: RunConfig, train: list[Record], calib: list[Record], run
     trainer = MultiLabelTrainer(
         model=model,
         args=args,
-        train_dataset=to_dataset(train, tokenizer, mc.max_length),
+        train_dataset=train_dataset,
         eval_dataset=to_dataset(calib, tokenizer, mc.max_length),
         data_collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=_compute_metrics,
-        callbacks=[EarlyStoppingCallback(early_stopping_patience=tc.early_stopping_patience)],
+        callbacks=callbacks,
     )
     trainer.train()
     if trainer.is_world_process_zero():
