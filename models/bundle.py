@@ -147,6 +147,32 @@ class Bundle:
         z = np.asarray(logits, dtype=np.float64) / self.temperatures() + self.logit_offsets()
         return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
 
+    def prevalence(self) -> dict[str, float | None]:
+        """Deployment prevalence per label that the scores are shifted to (``None``: the
+        calib split's base rate, as in bundles made before the shift)."""
+        return {lb: self.calibration["labels"][lb].get("prevalence") for lb in self.labels}
+
+    def metrics_summary(self) -> dict[str, Any]:
+        """The headline numbers of ``metrics.json`` that a client may want to show."""
+        metrics = self.metrics
+        pr_auc = metrics.get("macro_pr_auc", {})
+        calibration = metrics.get("calibration", {})
+        parity = metrics.get("parity", {})
+        background = metrics.get("background")
+        return {
+            "macro_pr_auc": pr_auc.get(f"onnx_{parity.get('serving_variant')}", pr_auc.get("torch")),
+            "calibration": {k: calibration[k] for k in ("ece_before", "ece_after", "brier_before", "brier_after")
+                            if k in calibration},
+            "served_variant": parity.get("serving_variant"),
+            "int8_recipe": parity.get("int8_recipe"),
+            "int8_parity": [{k: a[k] for k in ("recipe", "max_abs_proba_diff", "flag_agreement", "passed")
+                             if k in a} for a in parity.get("int8_attempts", [])],
+            # Share of held-out real ordinary text flagged, per policy × language × label.
+            "ordinary_text_flag_rate": None if background is None else {
+                "messages": background["messages"], "sources": background["sources"],
+                "flag_rate": background["flag_rate"], "gate_passed": background["gate"]["passed"]},
+        }
+
     def thresholds(self, policy: str) -> np.ndarray:
         """Per-label thresholds of ``policy``, in label order."""
         if policy not in self.calibration["policies"]:

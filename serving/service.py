@@ -65,23 +65,6 @@ MAX_BATCH_TEXTS = 4 * MAX_MESSAGES
 MAX_LATENCY_MS = 30_000
 
 
-def _metrics_summary(bundle) -> dict[str, Any]:
-    """The headline numbers of ``metrics.json``, those a client may want to show."""
-    metrics = bundle.metrics
-    pr_auc = metrics.get("macro_pr_auc", {})
-    calibration = metrics.get("calibration", {})
-    parity = metrics.get("parity", {})
-    return {
-        "macro_pr_auc": pr_auc.get(f"onnx_{parity.get('serving_variant')}", pr_auc.get("torch")),
-        "calibration": {k: calibration[k] for k in ("ece_before", "ece_after", "brier_before", "brier_after")
-                        if k in calibration},
-        "served_variant": parity.get("serving_variant"),
-        "int8_recipe": parity.get("int8_recipe"),
-        "int8_parity": [{k: a[k] for k in ("recipe", "max_abs_proba_diff", "flag_agreement", "passed") if k in a}
-                        for a in parity.get("int8_attempts", [])],
-    }
-
-
 async def _model_info(_: Request) -> JSONResponse:
     return JSONResponse(bentoml.get_current_service().model_info())
 
@@ -167,7 +150,8 @@ class Qorgan:
         bundle = self.scorer.bundle
         manifest = bundle.manifest
         policies = {
-            policy: {lb: {k: per_label[lb].get(k) for k in ("threshold", "objective", "precision", "recall")}
+            policy: {lb: {k: per_label[lb].get(k) for k in ("threshold", "objective", "precision", "recall",
+                                                             "precision_at_prevalence")}
                      for lb in bundle.labels}
             for policy, per_label in bundle.calibration["policies"].items()
         }
@@ -182,10 +166,11 @@ class Qorgan:
             "default_policy": ScoreRequest.model_fields["policy"].default,
             "priority": bundle.priority,
             "calibration_method": manifest.get("calibration_method"),
+            "prevalence": bundle.prevalence(),
             "max_length_tokens": bundle.max_length,
             "limits": {"max_messages": MAX_MESSAGES, "max_text_chars": MAX_TEXT_CHARS,
                        "max_id_chars": MAX_ID_CHARS},
-            "metrics": _metrics_summary(bundle),
+            "metrics": bundle.metrics_summary(),
         }
 
 

@@ -10,6 +10,10 @@ import pytest
 
 FIXTURES = Path(__file__).parent / "fixtures"
 MINI_CORPUS = FIXTURES / "mini_corpus.jsonl"
+#: Ordinary sentences written for the tests, standing in for real background text.
+BACKGROUND_TEXTS = FIXTURES / "background.jsonl"
+#: The background source of the tiny run that is held out for evaluation.
+HELD_OUT_SOURCE = "bg-b"
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -21,6 +25,26 @@ def read_jsonl(path: Path) -> list[dict]:
 def mini_records() -> list[dict]:
     """A small labelled sample of the corpus (every language and label)."""
     return read_jsonl(MINI_CORPUS)
+
+
+@pytest.fixture(scope="session")
+def tiny_background(tmp_path_factory) -> Path:
+    """A background folder in the importers' layout: two sources of ordinary sentences."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from data.realtext import BACKGROUND_COLUMNS
+
+    out = tmp_path_factory.mktemp("background")
+    rows = read_jsonl(BACKGROUND_TEXTS)
+    for source, part in (("bg-a", rows[::2]), (HELD_OUT_SOURCE, rows[1::2])):
+        table = {"id": [f"{source}-{i}" for i in range(len(part))], "text": [r["text"] for r in part],
+                 "lang": [r["lang"] for r in part], "source": [source] * len(part),
+                 "licence": ["CC0-1.0"] * len(part), "origin_id": [str(i) for i in range(len(part))],
+                 "domain": [r["domain"] for r in part]}
+        assert tuple(table) == BACKGROUND_COLUMNS
+        pq.write_table(pa.table(table), out / f"{source}.parquet", compression="zstd")
+    return out
 
 
 @pytest.fixture(scope="session")
@@ -49,13 +73,19 @@ def tiny_base_model(tmp_path_factory, mini_records) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_run_config(tmp_path_factory, tiny_base_model):
-    """A run configuration that trains the tiny model for a few steps on the mini corpus."""
+def tiny_run_config(tmp_path_factory, tiny_base_model, tiny_background):
+    """A run configuration that trains the tiny model for a few steps on the mini corpus,
+    with background text mixed in and one background source held out."""
     from training.config import load_config
 
     root = tmp_path_factory.mktemp("run")
     return load_config(None, [
         f"data.source.path={MINI_CORPUS}",
+        f"data.background.path={tiny_background}",
+        f"data.background.holdout=[{HELD_OUT_SOURCE}]",
+        "train.background_share=0.1",
+        # A model trained for seconds flags ordinary text at random: measure, do not gate.
+        "eval.background_gate=warn",
         f"model.base_model={tiny_base_model}",
         "model.max_length=32",
         "model.freeze_embeddings=false",

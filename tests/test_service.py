@@ -123,9 +123,14 @@ def test_model_info(client, bundle):
         np.testing.assert_allclose(got, bundle.thresholds(policy), rtol=1e-6)
     assert info["priority"] == bundle.priority
     assert info["limits"] == {"max_messages": MAX_MESSAGES, "max_text_chars": MAX_TEXT_CHARS, "max_id_chars": 256}
-    assert set(info["metrics"]) == {"macro_pr_auc", "calibration", "served_variant", "int8_recipe", "int8_parity"}
+    assert set(info["metrics"]) == {"macro_pr_auc", "calibration", "served_variant", "int8_recipe", "int8_parity",
+                                   "ordinary_text_flag_rate"}
     assert info["metrics"]["served_variant"] == bundle.serving_variant
     assert info["metrics"]["calibration"]["ece_after"] == bundle.metrics["calibration"]["ece_after"]
+    assert info["prevalence"] == bundle.prevalence() and all(0 < v < 1 for v in info["prevalence"].values())
+    flagged = info["metrics"]["ordinary_text_flag_rate"]
+    assert flagged["flag_rate"] == bundle.metrics["background"]["flag_rate"]
+    assert set(flagged["flag_rate"]) == set(bundle.policies)
 
 
 # -- health and auth ---------------------------------------------------------------------------

@@ -8,9 +8,16 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import HELD_OUT_SOURCE
 
 from data.schema import LABELS
-from training.calibrate import PolicyFitter, TemperatureScaler, choose_threshold
+from training.calibrate import (
+    PolicyFitter,
+    TemperatureScaler,
+    choose_threshold,
+    prior_offset,
+    shift_prior,
+)
 from training.config import ExportConfig, PolicyConfig, load_config
 from training.export import ParityError, check_fp32_parity, check_int8_parity
 
@@ -227,10 +234,21 @@ def test_end_to_end_bundle_is_complete_and_onnx_matches_torch(tiny_bundle, tiny_
     run_dir = tiny_bundle.parent / "run"
     assert (run_dir / "config.yaml").is_file() and (run_dir / LOG_FILE).is_file()
     card = (tiny_bundle / "README.md").read_text(encoding="utf-8")
-    assert "Intended use" in card and "TF-IDF" not in card or "baseline" in card
+    assert "## Intended use" in card and "TF-IDF baseline" in card
     gaps = bundle.metrics["gap_vs_baseline"]
     assert "all" in gaps and set(gaps) <= set(bundle.metrics["macro_pr_auc"]["torch"])
     assert "model − baseline (bootstrap interval)" in card and "[CLS] classification head" in card
+    # Held-out real text: measured per policy × language, only on the held-out source.
+    background = bundle.metrics["background"]
+    assert background["sources"] == [HELD_OUT_SOURCE] and background["training_pool"] > 0
+    assert set(background["flag_rate"]) == set(bundle.policies)
+    assert set(background["flag_rate"]["triage"]) == {"all", *background["messages"]}
+    assert "## Ordinary real text (held out from training)" in card
+    # Scores are shifted to the configured prevalence.
+    for lb in LABELS:
+        entry = bundle.calibration["labels"][lb]
+        assert entry["prevalence"] == tiny_run_config.policy.prevalence[lb]
+        assert entry["logit_offset"] < 0 < entry["calib_base_rate"]
 
     texts = [r["text"] for r in mini_records[:64]]
     model, tokenizer = load_trained(run_dir / MODEL_SUBDIR)
@@ -238,8 +256,7 @@ def test_end_to_end_bundle_is_complete_and_onnx_matches_torch(tiny_bundle, tiny_
     fp32 = onnx_logits(bundle.model_path("fp32"), tokenizer, texts, bundle.max_length)
     np.testing.assert_allclose(fp32, torch_logits, atol=1e-4)
     int8 = onnx_logits(bundle.model_path("int8"), tokenizer, texts, bundle.max_length)
-    temps = bundle.temperatures()
-    diff = np.abs(1 / (1 + np.exp(-int8 / temps)) - 1 / (1 + np.exp(-torch_logits / temps)))
+    diff = np.abs(bundle.calibrate(int8) - bundle.calibrate(torch_logits))
     assert diff.max() <= tiny_run_config.export.int8_max_proba_diff
 
 
@@ -313,3 +330,149 @@ def test_without_a_passing_int8_recipe_the_fp32_graph_is_served_or_the_bundle_re
     assert not (bundle.path / "model.onnx").exists()
     assert [a["recipe"] for a in bundle.metrics["parity"]["int8_attempts"]] == ["dynamic", "weight_only"]
     assert "fp32 graph is served" in (bundle.path / "README.md").read_text(encoding="utf-8")
+
+
+# -- partial labels, prior shift, background mix, real-text gate ------------------------------
+
+
+def test_unknown_labels_change_neither_the_loss_nor_the_metrics():
+    import torch
+
+    from training.evaluate import calibration_summary, label_table, macro_pr_auc
+    from training.train import masked_bce
+
+    rng = np.random.default_rng(3)
+    logits = rng.normal(0, 2, (300, 4))
+    y = (rng.random((300, 4)) < 0.3).astype(float)
+    partial = y.copy()
+    partial[:100, 0] = np.nan  # the first 100 messages: bullying unknown
+    weight = torch.tensor([2.0, 3.0, 1.0, 4.0])
+
+    loss = masked_bce(torch.tensor(logits), torch.tensor(partial), weight)
+    # Whatever the model says about an unknown target, the loss is the same ...
+    moved = logits.copy()
+    moved[:100, 0] += 50
+    assert masked_bce(torch.tensor(moved), torch.tensor(partial), weight) == pytest.approx(float(loss))
+    # ... and it is the plain weighted BCE over the known targets alone.
+    known = ~np.isnan(partial)
+    per_target = torch.nn.BCEWithLogitsLoss(pos_weight=weight, reduction="none")(
+        torch.tensor(logits), torch.tensor(np.nan_to_num(partial)))
+    assert float(loss) == pytest.approx(float(per_target.numpy()[known].mean()))
+    # With every target known it is BCEWithLogitsLoss itself.
+    full = torch.nn.BCEWithLogitsLoss(pos_weight=weight)(torch.tensor(logits), torch.tensor(y))
+    assert float(masked_bce(torch.tensor(logits), torch.tensor(y), weight)) == pytest.approx(float(full))
+
+    # Metrics: an unknown target is skipped, so its score does not matter, and the bullying
+    # column equals that of the known rows alone.
+    proba = 1 / (1 + np.exp(-logits))
+    proba_moved = 1 / (1 + np.exp(-moved))
+    langs = ["en"] * 300
+    ths = {"moderation": np.full(4, 0.5)}
+    assert macro_pr_auc(proba, partial) == macro_pr_auc(proba_moved, partial)
+    a, b = (label_table(p, partial, langs, list(LABELS), ths) for p in (proba, proba_moved))
+    assert a == b
+    alone = label_table(proba[100:], y[100:], langs[100:], list(LABELS), ths)
+    assert a["all"]["labels"]["bullying"] == alone["all"]["labels"]["bullying"]
+    assert a["all"]["labels"]["threat"] != alone["all"]["labels"]["threat"]  # other labels keep every row
+    assert calibration_summary(logits, proba, partial, list(LABELS)) == \
+        calibration_summary(moved, proba_moved, partial, list(LABELS))
+    # Temperatures and thresholds are fitted on the known targets only.
+    scaler = TemperatureScaler().fit(logits, partial)
+    assert scaler.temperature_[0] == pytest.approx(TemperatureScaler().fit(logits[100:], y[100:]).temperature_[0])
+    fitted = PolicyFitter(PolicyConfig(bootstrap_samples=0)).fit(proba, partial, list(LABELS))
+    alone_fit = PolicyFitter(PolicyConfig(bootstrap_samples=0)).fit(proba[100:], y[100:], list(LABELS))
+    assert fitted["moderation"]["bullying"] == alone_fit["moderation"]["bullying"]
+
+
+def test_prior_shift_moves_scores_towards_the_prevalence_and_is_neutral_at_the_base_rate():
+    proba = np.array([[0.1, 0.5, 0.9]])
+    lower = shift_prior(proba, 0.2, 0.02)
+    assert np.all(lower < proba) and np.all(np.diff(lower) > 0)  # down, order kept
+    assert np.all(shift_prior(proba, 0.2, 0.6) > proba)
+    np.testing.assert_allclose(shift_prior(proba, 0.5, 0.5), proba)
+    np.testing.assert_allclose(shift_prior(proba, 0.17, 0.17), proba)
+    # Bayes: at a 50% base rate, a score of 0.5 means "as likely as the prior" → the prior itself.
+    assert float(shift_prior(np.array(0.5), 0.5, 0.02)) == pytest.approx(0.02)
+    assert prior_offset(np.array([0.2]), np.array([np.nan]))[0] == 0.0
+
+    logits, y = _synthetic(seed=5)
+    base = y.mean(0)
+    same = TemperatureScaler(prevalence=base).fit(logits, y)
+    np.testing.assert_allclose(same.offset_, 0.0, atol=1e-12)
+    np.testing.assert_allclose(same.transform(logits), same.transform(logits, shift=False))
+    shifted = TemperatureScaler(prevalence=np.full(4, 0.02)).fit(logits, y)
+    np.testing.assert_allclose(shifted.base_rate_, base)
+    # After the shift the mean score is close to the new prevalence (it was the base rate).
+    assert np.all(np.abs(shifted.transform(logits).mean(0) - 0.02) < np.abs(base - 0.02) / 3)
+
+
+def test_moderation_precision_is_met_at_the_deployment_prevalence():
+    logits, y = _synthetic(scale=1.0, seed=2)
+    proba = TemperatureScaler().fit_transform(logits + 2.5 * (y * 2 - 1), y)
+    plain = PolicyFitter(PolicyConfig(bootstrap_samples=0, prevalence={})).fit(proba, y, list(LABELS))
+    rare = PolicyFitter(PolicyConfig(bootstrap_samples=0, prevalence=dict.fromkeys(LABELS, 0.02))).fit(
+        proba, y, list(LABELS))
+    for lb in LABELS:
+        p, r = rare["moderation"][lb], plain["moderation"][lb]
+        assert p["prevalence"] == 0.02 and r["prevalence"] is None
+        if p["achievable"]:
+            assert p["precision_at_prevalence"] >= 0.90
+        # Rarer positives need a stricter threshold for the same precision.
+        assert p["threshold"] >= r["threshold"]
+        assert p["precision_at_prevalence"] <= p["precision"]  # the calib split is far richer in positives
+        # Recall targets do not depend on how rare positives are.
+        assert rare["triage"][lb]["recall"] == plain["triage"][lb]["recall"] or lb == "bullying"
+
+
+def test_background_mix_draws_new_messages_every_epoch_and_keeps_the_corpus():
+    from training.train import BackgroundMix, background_per_epoch
+
+    corpus = [{"input_ids": [1, i], "labels": [1.0, 0, 0, 0]} for i in range(30)]
+    pool = [{"input_ids": [2, i], "labels": [np.nan, 0, 0, 0]} for i in range(100)]
+    per_epoch = background_per_epoch(len(corpus), 0.25)
+    assert per_epoch == 10  # 10 / (30 + 10) = 25%
+    mix = BackgroundMix(corpus, pool, per_epoch, seed=1)
+    assert len(mix) == 40 and [mix[i] for i in range(30)] == corpus
+    epoch0 = [mix[i]["input_ids"][1] for i in range(30, 40)]
+    assert len(set(epoch0)) == 10  # no repeats within an epoch
+    mix.set_epoch(1)
+    epoch1 = [mix[i]["input_ids"][1] for i in range(30, 40)]
+    assert epoch1 != epoch0 and len(mix) == 40
+    mix.set_epoch(0)
+    assert [mix[i]["input_ids"][1] for i in range(30, 40)] == epoch0  # seeded: reproducible
+    with pytest.raises(IndexError):
+        mix[40]
+    with pytest.raises(ValueError, match="pool holds only 100"):
+        BackgroundMix(corpus, pool, 101, seed=1)
+
+
+def _tiny_override(config, bundle_dir, overrides):
+    """The tiny run's config with another bundle folder and ``--set`` overrides."""
+    path = config.save(bundle_dir.parent / f"{bundle_dir.name}.yaml")
+    return load_config(path, [f"bundle_dir={bundle_dir}", *overrides])
+
+
+def test_real_text_gate_refuses_a_bundle_over_its_limit_or_warns(tiny_bundle, tiny_run_config, tmp_path, capsys):
+    from models.bundle import load_bundle
+    from training.pipeline import BackgroundGateError, run_pipeline
+
+    rates = load_bundle(tiny_bundle).metrics["background"]["flag_rate"]
+    # The cell the tiny model flags most: a limit of half its rate must trip the gate.
+    policy, lang, label, worst = max(((p, lg, lb, r[lb]) for p, per in rates.items() for lg, r in per.items()
+                                      for lb in LABELS), key=lambda t: t[3])
+    assert worst > 0, "the tiny model flags nothing; the gate cannot be exercised"
+    limits = f"eval.max_flag_rate={{{policy}: {{{label}: {worst / 2}}}}}"
+    common = ["train.reuse_model=true", limits]
+
+    fail_cfg = _tiny_override(tiny_run_config, tmp_path / "refused", [*common, "eval.background_gate=fail"])
+    with pytest.raises(BackgroundGateError, match=f"{policy} / {lang} / {label}"):
+        run_pipeline(fail_cfg)
+    assert not (tmp_path / "refused").exists()
+    assert "REAL-TEXT GATE" in capsys.readouterr().err
+
+    warn_cfg = _tiny_override(tiny_run_config, tmp_path / "warned", [*common, "eval.background_gate=warn"])
+    bundle = load_bundle(run_pipeline(warn_cfg))
+    gate = bundle.metrics["background"]["gate"]
+    assert not gate["passed"] and any(f"{policy} / {lang} / {label}" in b for b in gate["breaches"])
+    assert "**FAILED**" in (bundle.path / "README.md").read_text(encoding="utf-8")
+    assert "WARNING" in capsys.readouterr().err

@@ -221,6 +221,12 @@ def run_pipeline(config: RunConfig) -> Path | None:
     with stage("write bundle", timings):
         data_summary = {"records": sum(c["records"] for c in manifest["counts"].values()),
                         "splits": {s: c["records"] for s, c in manifest["counts"].items()}}
+        if bg_train:
+            data_summary["background"] = (
+                f"Plus real, human-written background text (`data/background/SOURCES.md`): a pool of "
+                f"{len(bg_train)} messages, of which {config.train.background_share:.0%} of each epoch's "
+                f"examples are drawn afresh every epoch, labelled negative for every label but "
+                f"{', '.join(config.data.background.unknown) or 'none'} (unknown, masked in the loss).")
         languages = [lg for lg in LANGS if any(r.lang == lg for r in train)]
         card = model_card(name=config.name, version=config.version, base_model=config.model.base_model,
                           pooling=config.model.pooling, labels=list(LABELS), languages=languages, calibration=calibration,

@@ -57,20 +57,56 @@ def parity_text(parity: dict) -> str:
     return "\n".join(lines)
 
 
+def flag_rate_table(background: dict, labels: list[str]) -> str:
+    """Markdown table of the share of held-out ordinary text flagged, policy × language × label."""
+    head = ["policy", "lang", "n", *labels, "any of the known-negative labels"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for policy, per_lang in background["flag_rate"].items():
+        for lang, rates in per_lang.items():
+            n = sum(background["messages"].values()) if lang == "all" else background["messages"].get(lang, 0)
+            any_known = next(v for k, v in rates.items() if k not in labels)
+            lines.append(f"| {policy} | {lang} | {n} | " + " | ".join(f"{rates[lb]:.1%}" for lb in labels)
+                         + f" | {any_known:.1%} |")
+    return "\n".join(lines)
+
+
+def background_section(background: dict | None, labels: list[str]) -> str:
+    """The model card's section on held-out real text (empty when there was none)."""
+    if not background:
+        return ""
+    gate = background["gate"]
+    verdict = ("passed" if gate["passed"] else
+               "**FAILED** (bundle written because `eval.background_gate` is `warn`):\n"
+               + "\n".join(f"  - {b}" for b in gate["breaches"]))
+    return f"""
+## Ordinary real text (held out from training)
+Share of real, human-written messages flagged, from sources and domains never used in training
+({', '.join(background['sources'])}). Every flag of `threat`, `self_harm` or `bullying_disclosure`
+here is a false alarm; `bullying` is not known for this text (some reviews insult staff).
+
+{flag_rate_table(background, labels)}
+
+Gate (`eval.max_flag_rate`, mode `{gate['mode']}`): {verdict}
+"""
+
+
 def model_card(*, name: str, version: str, base_model: str, pooling: str, labels: list[str],
                languages: list[str], calibration: dict, metrics: dict, data_summary: dict) -> str:
     """Markdown model card for the bundle."""
     policies = list(calibration["policies"])
-    th_lines = ["| policy | label | objective | threshold | calib P | calib R | achieved target |",
-                "|---|---|---|---|---|---|---|"]
+    th_lines = ["| policy | label | objective | threshold | calib P | P at prevalence | calib R | achieved target |",
+                "|---|---|---|---|---|---|---|---|"]
     for p in policies:
         for lb in labels:
             e = calibration["policies"][p][lb]
             target = f"{e['objective']} ≥ {e['target']}" if e.get("target") is not None else e["objective"]
+            at_prev = e.get("precision_at_prevalence")
             th_lines.append(f"| {p} | {lb} | {target} | {e['threshold']:.3f} | {e['precision']:.2f} | "
-                            f"{e['recall']:.2f} | {'yes' if e['achievable'] else 'no'} |")
+                            f"{_f(at_prev, 2)} | {e['recall']:.2f} | {'yes' if e['achievable'] else 'no'} |")
     cal = metrics["calibration"]
     parity = metrics["parity"]
+    prevalence = ", ".join(f"{lb} {e['prevalence']:.1%}" if e.get("prevalence") else f"{lb} unshifted"
+                           for lb, e in calibration["labels"].items())
     return f"""# {name} {version}
 
 Scores messages written by and to children for **{', '.join(labels)}**, in
@@ -90,12 +126,16 @@ flags are `probability >= threshold` of a policy (`moderation`: precision first;
 ## Model
 - Base encoder: `{base_model}`; multi-label head on {"the masked mean of the last hidden states" if pooling == "mean" else "the encoder's own [CLS] classification head"},
   fine-tuned with BCE (positive weight per label).
-- Calibration: per-label temperature scaling fitted on the calib split.
+- Calibration: per-label temperature scaling fitted on the calib split, then shifted from
+  the calib split's base rate to the deployment prevalence ({prevalence}), so that a score
+  of 0.9 means 90% in traffic where that share of messages carries the label. Moderation
+  precision is computed at the same prevalence when the thresholds are fitted.
 - Served graph: ONNX {metrics['parity']['serving_variant']} (see "Export parity"); fp32 graph in `model.fp32.onnx`.
 
 ## Data
 Written for this project (see `data/DATA_CARD.md` in the repository): {data_summary.get('records', '?')} messages
 after deduplication; split train / calib / test = {' / '.join(str(n) for n in data_summary.get('splits', {}).values())}.
+{data_summary.get('background', '')}
 
 ## Evaluation (test split)
 Macro PR-AUC per language, fine-tuned model vs the TF-IDF baseline:
@@ -106,9 +146,9 @@ Per label × language, torch model with calibrated probabilities:
 
 {metrics_table(metrics['test']['torch'], labels, policies)}
 
-Calibration (test split, all labels): ECE {cal['ece_before']:.3f} → {cal['ece_after']:.3f};
+Calibration (test split, all labels, at its own base rate): ECE {cal['ece_before']:.3f} → {cal['ece_after']:.3f};
 Brier {cal['brier_before']:.4f} → {cal['brier_after']:.4f}.
-
+{background_section(metrics.get('background'), labels)}
 ## Policy thresholds (fitted on the calib split; 90% bootstrap intervals in calibration.json)
 {chr(10).join(th_lines)}
 

@@ -109,6 +109,23 @@ class BackgroundMix:
         return self.corpus[int(i)] if i < n else self.background[int(self._drawn[i - n])]
 
 
+def masked_bce(logits, labels, pos_weight):
+    """Mean BCE-with-logits over the known targets, with a positive weight per label.
+
+    Unknown targets (``nan``, partial labels) contribute nothing: neither to the
+    sum nor to the count it is divided by, so they change neither the loss nor
+    its gradient. With every target known this is ``BCEWithLogitsLoss``'s mean.
+    """
+    import torch
+    from torch import nn
+
+    labels = labels.float()
+    known = ~torch.isnan(labels)
+    per_target = nn.BCEWithLogitsLoss(pos_weight=pos_weight, reduction="none")(
+        logits.float(), torch.nan_to_num(labels, nan=0.0))
+    return (per_target * known).sum() / known.sum().clamp(min=1)
+
+
 def background_per_epoch(n_corpus: int, share: float) -> int:
     """Background examples per epoch so that they make up ``share`` of the epoch."""
     return round(n_corpus * share / (1 - share))
@@ -182,7 +199,6 @@ def train_model(config: RunConfig, train: list[Record], calib: list[Record], run
     to calibrate and export.
     """
     import torch
-    from torch import nn
     from transformers import (
         AutoTokenizer,
         DataCollatorWithPadding,
@@ -233,12 +249,9 @@ def train_model(config: RunConfig, train: list[Record], calib: list[Record], run
         """BCE-with-logits with a per-label positive weight; unknown (``nan``) targets are masked."""
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            labels = inputs.pop("labels").float()
+            labels = inputs.pop("labels")
             outputs = model(**inputs)
-            known = ~torch.isnan(labels)
-            loss_fn = nn.BCEWithLogitsLoss(pos_weight=weights.to(outputs.logits.device), reduction="none")
-            per_target = loss_fn(outputs.logits.float(), torch.nan_to_num(labels, nan=0.0))
-            loss = (per_target * known).sum() / known.sum().clamp(min=1)
+            loss = masked_bce(outputs.logits, labels, weights.to(outputs.logits.device))
             return (loss, outputs) if return_outputs else loss
 
     strategy = "steps" if tc.eval_steps > 0 else "epoch"
