@@ -34,6 +34,7 @@ import numpy as np
 
 from benchmarks.corpus import REPO_ROOT, benchmark_texts, label_matrix, load_splits, resolve_run_dir
 from benchmarks.stats import median, summary
+from training.export import int8_file
 
 VARIANTS = ("torch", "onnx_fp32", "onnx_int8", "onnx_int8_weight_only", "baseline")
 
@@ -132,8 +133,8 @@ class TorchRunner(Runner):
 
 #: Graphs looked for in ``<run_dir>/onnx`` when the bundle does not ship a variant, in order.
 RUN_DIR_GRAPHS = {
-    "int8": ("model.int8.dynamic.onnx", "model.int8.onnx"),
-    "int8_weight_only": ("model.int8.weight_only.onnx",),
+    "int8": (int8_file("dynamic"), "model.int8.onnx"),  # the second: runs made before int8_file
+    "int8_weight_only": (int8_file("weight_only"),),
 }
 
 

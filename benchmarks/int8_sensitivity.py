@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.corpus import resolve_run_dir
-from models.bundle import load_bundle
+from models.bundle import DEFAULT_BUNDLE_DIR, load_bundle
 from training.config import ExportConfig
 from training.export import check_int8_parity, onnx_logits
 
@@ -126,7 +126,7 @@ def run(bundle_path: str, per_layer: bool = False, simulate: bool = False, out: 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.int8_sensitivity", description=__doc__.split("\n\n")[0])
-    p.add_argument("--bundle", default="models/default")
+    p.add_argument("--bundle", default=DEFAULT_BUNDLE_DIR)
     p.add_argument("--per-layer", action="store_true", help="also fc1 and fc2 of each layer on its own")
     p.add_argument("--simulate", action="store_true", help="also torch fake-quant: per-tensor vs per-token")
     p.add_argument("--out", type=Path, default=RESULTS)

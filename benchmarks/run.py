@@ -35,6 +35,7 @@ from benchmarks import flops as F
 from benchmarks.corpus import REPO_ROOT, benchmark_texts, label_matrix, load_splits, resolve_run_dir
 from benchmarks.inference import VARIANTS
 from benchmarks.stats import ratio
+from models.bundle import DEFAULT_BUNDLE_DIR
 
 STAGES = ("peak", "inference", "service", "scorer")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -540,7 +541,7 @@ def read_results(out_dir: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
-    p.add_argument("--bundle", default="models/default", help="model bundle directory")
+    p.add_argument("--bundle", default=DEFAULT_BUNDLE_DIR, help="model bundle directory")
     p.add_argument("--profile", choices=sorted(PLANS), default="full")
     p.add_argument("--skip", nargs="*", default=[], choices=STAGES, help="stages to leave out")
     p.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=VARIANTS)

@@ -1,4 +1,4 @@
-"""``qorgan data …`` subcommands: validate, stats, prepare."""
+"""``qorgan data …`` subcommands: validate, stats, prepare, import-background."""
 
 from __future__ import annotations
 
@@ -61,6 +61,34 @@ def _prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import_background(args: argparse.Namespace) -> int:
+    from data.background.importers import SOURCES, import_source
+
+    if args.list:
+        for spec in SOURCES.values():
+            print(f"{spec.name}\t{spec.lang}\t{spec.licence}\t{spec.repo}\t{spec.description}")
+        return 0
+    if not args.name:
+        raise ValueError("give a source NAME (see --list)")
+    if args.name not in SOURCES:
+        raise ValueError(f"unknown background source {args.name!r}; known: {sorted(SOURCES)}")
+    spec = SOURCES[args.name]
+    if args.files:
+        for raw in spec.files:
+            print(f"{raw.commit or spec.commit} {raw.path}")
+        return 0
+    if not args.raw_dir:
+        raise ValueError("give RAW_DIR: a checkout of the source repository, or a folder "
+                         "holding its files under their repository paths")
+    import pyarrow.parquet as pq
+
+    out = import_source(args.name, args.raw_dir, args.output)
+    domains = pq.read_table(out, columns=["domain"]).column("domain").value_counts().to_pylist()
+    counts = {d["values"]: d["counts"] for d in domains}
+    print(f"wrote {out}: {sum(counts.values())} rows; per domain {counts}", file=sys.stderr)
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register ``qorgan data``."""
     data = sub.add_parser("data", help="validate, describe and split labelled data")
@@ -84,3 +112,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--test", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=13)
     p.set_defaults(func=_prepare)
+
+    p = dsub.add_parser("import-background",
+                        help="turn a pinned public source of real text into <output>/<name>.parquet")
+    p.add_argument("name", nargs="?", metavar="NAME", help="source name (see --list)")
+    p.add_argument("raw_dir", nargs="?", metavar="RAW_DIR",
+                   help="checkout of the source repository, or a folder with its files under "
+                        "their repository paths (each file's sha256 is checked)")
+    p.add_argument("-o", "--output", default="data/background", help="output folder (default: data/background)")
+    p.add_argument("--list", action="store_true", help="list the sources with their licences")
+    p.add_argument("--files", action="store_true",
+                   help="print 'COMMIT PATH' for each raw file of NAME (to export them from a checkout)")
+    p.set_defaults(func=_import_background)

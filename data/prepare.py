@@ -8,9 +8,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from data.adapters import ADAPTERS, ColumnMap, parse_label_map
+from data.background import BackgroundConfig, load_background, split_background
 from data.dedup import find_duplicates, normalize_records
 from data.formats import write_jsonl
-from data.realtext import BackgroundConfig, load_background, split_background
 from data.split import SPLIT_FILES, SplitConfig, assign_splits, write_splits
 from data.validate import load_records
 

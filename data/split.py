@@ -18,7 +18,7 @@ from pathlib import Path
 from data.schema import LABELS, Record
 
 SPLITS: tuple[str, ...] = ("train", "calib", "test")
-#: Real background text (data.realtext): the training pool and the held-out evaluation set.
+#: Real background text (data.background): the training pool and the held-out evaluation set.
 BACKGROUND_SPLITS: tuple[str, ...] = ("background_train", "background_eval")
 #: File names inside a prepared dataset folder.
 SPLIT_FILES = {name: f"{name}.jsonl" for name in (*SPLITS, *BACKGROUND_SPLITS)}

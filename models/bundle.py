@@ -20,6 +20,9 @@ from typing import Any
 
 import numpy as np
 
+#: Where the default model is built (``make model``) and looked for (service, CLI, benchmarks).
+DEFAULT_BUNDLE_DIR = "models/default"
+
 #: Manifest schema versions this code can read.
 SCHEMA_VERSION = 1
 SUPPORTED_SCHEMA_VERSIONS = (1,)

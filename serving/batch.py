@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from models.bundle import DEFAULT_BUNDLE_DIR
+
 #: File formats by extension.
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 PART_EXT = {"csv": ".csv", "jsonl": ".jsonl", "parquet": ".parquet"}
@@ -61,7 +63,7 @@ class BatchConfig:
 
     input: Path
     output: Path
-    bundle: Path = Path("models/default")
+    bundle: Path = Path(DEFAULT_BUNDLE_DIR)
     policy: str = "triage"
     text_column: str = "text"
     sort: str | None = None

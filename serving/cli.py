@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from models.bundle import DEFAULT_BUNDLE_DIR
+
 
 def _score(args: argparse.Namespace) -> int:
     from models.bundle import BundleError
@@ -27,7 +29,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                     "or empty text are kept with an error. Interrupted runs continue with --resume.")
     p.add_argument("input", type=str, help="input file (.csv, .jsonl, .ndjson, .parquet)")
     p.add_argument("-o", "--output", required=True, help="output file; written atomically")
-    p.add_argument("--bundle", default="models/default", help="model bundle folder (default: models/default)")
+    p.add_argument("--bundle", default=DEFAULT_BUNDLE_DIR, help=f"model bundle folder (default: {DEFAULT_BUNDLE_DIR})")
     p.add_argument("--policy", default="triage", help="threshold policy for flags and priority (default: triage)")
     p.add_argument("--text-column", default="text", help="column holding the message text (default: text)")
     p.add_argument("--sort", choices=["priority"], default=None,

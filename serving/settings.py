@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from models.bundle import DEFAULT_BUNDLE_DIR
+
 #: Path of the model bundle the service loads.
 ENV_BUNDLE = "QORGAN_BUNDLE"
 #: Server worker processes (each loads its own scorer).
@@ -25,7 +27,7 @@ ENV_API_KEYS_FILE = "QORGAN_API_KEYS_FILE"
 #: batching merges concurrent requests); ``0`` (default) scores in a worker thread.
 ENV_ADAPTIVE_BATCHING = "QORGAN_ADAPTIVE_BATCHING"
 
-DEFAULT_BUNDLE = "models/default"
+DEFAULT_BUNDLE = DEFAULT_BUNDLE_DIR
 
 #: Request limits. ``MAX_TEXT_CHARS`` is the same bound as the data schema's
 #: (serving must not import ``data``; tests/test_service.py checks they agree):

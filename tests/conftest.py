@@ -33,7 +33,7 @@ def tiny_background(tmp_path_factory) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from data.realtext import BACKGROUND_COLUMNS
+    from data.background import BACKGROUND_COLUMNS
 
     out = tmp_path_factory.mktemp("background")
     rows = read_jsonl(BACKGROUND_TEXTS)

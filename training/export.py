@@ -20,14 +20,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from training.config import ExportConfig
+if TYPE_CHECKING:  # config validates recipes against INT8_RECIPES below
+    from training.config import ExportConfig
 
 ONNX_INPUTS = ["input_ids", "attention_mask"]
 ONNX_OUTPUT = "logits"
+#: Int8 recipes (see :func:`quantize_int8`), in the order the default config tries them.
 INT8_RECIPES = ("dynamic", "weight_only")
+
+
+def int8_file(recipe: str) -> str:
+    """File name of an int8 graph in a run's ``onnx`` folder (the bundle ships it as ``model.onnx``)."""
+    return f"model.int8.{recipe}.onnx"
 
 
 class ParityError(RuntimeError):

@@ -39,6 +39,7 @@ from training.export import (
     check_fp32_parity,
     check_int8_parity,
     export_onnx,
+    int8_file,
     onnx_logits,
     quantize_int8,
 )
@@ -140,7 +141,7 @@ def run_pipeline(config: RunConfig) -> Path | None:
     int8_path = int8_logits = None
     for recipe in config.export.int8_recipes:
         with stage(f"quantise int8 ({recipe}) and check parity", timings):
-            path = quantize_int8(fp32_path, export_dir / f"model.int8.{recipe}.onnx", recipe)
+            path = quantize_int8(fp32_path, export_dir / int8_file(recipe), recipe)
             logits = onnx_logits(path, tokenizer, test_texts, max_len, bs)
             report = {"recipe": recipe, **check_int8_parity(test_logits, logits, scaler.transform,
                                                               thresholds, config.export)}

@@ -83,21 +83,32 @@ class BackgroundMix:
     """The training set of one epoch: every corpus example plus ``per_epoch`` background
     examples drawn afresh each epoch (without replacement within an epoch).
 
+    ``groups`` (one key per background example, e.g. its language) spreads the draw
+    evenly over the groups, so that a large Kazakh review pool does not crowd out a
+    small Russian one; a group smaller than its share gives all it has.
+
     A map-style dataset of fixed length, so that the Trainer's length-grouped sampler
     and its step counts work unchanged; :meth:`set_epoch` (called by
     :class:`EpochCallback`) redraws which background message fills each slot.
     """
 
-    def __init__(self, corpus, background, per_epoch: int, seed: int):
-        if per_epoch > len(background):
+    def __init__(self, corpus, background, per_epoch: int, seed: int, groups: list[str] | None = None):
+        keys = np.asarray(groups if groups is not None else [""] * len(background))
+        names = sorted(set(keys.tolist()))
+        self._members = [np.flatnonzero(keys == g) for g in names]
+        share, extra = divmod(per_epoch, max(1, len(names)))
+        self._quota = [min(len(m), share + (i < extra)) for i, m in enumerate(self._members)]
+        if groups is None and per_epoch > len(background):
             raise ValueError(f"{per_epoch} background examples per epoch requested, "
                              f"but the pool holds only {len(background)}")
-        self.corpus, self.background, self.per_epoch, self.seed = corpus, background, per_epoch, seed
+        self.corpus, self.background, self.seed = corpus, background, seed
+        self.per_epoch = sum(self._quota)
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
         rng = np.random.default_rng([self.seed, epoch])
-        self._drawn = rng.permutation(len(self.background))[: self.per_epoch]
+        self._drawn = np.concatenate([rng.permutation(m)[:q] for m, q in zip(self._members, self._quota,
+                                                                            strict=True)] or [[]]).astype(int)
 
     def __len__(self) -> int:
         return len(self.corpus) + self.per_epoch
@@ -235,12 +246,11 @@ def train_model(config: RunConfig, train: list[Record], calib: list[Record], run
     callbacks = [EarlyStoppingCallback(early_stopping_patience=tc.early_stopping_patience)]
     per_epoch = background_per_epoch(len(train), tc.background_share) if background else 0
     if per_epoch:
-        per_epoch = min(per_epoch, len(background))
         train_dataset = BackgroundMix(train_dataset, to_dataset(background, tokenizer, mc.max_length),
-                                      per_epoch, tc.seed)
+                                      per_epoch, tc.seed, groups=[r.lang for r in background])
         callbacks.append(EpochCallback(train_dataset))
-        print(f"[qorgan]   background examples per epoch: {per_epoch} of {len(background)} "
-              f"(share {tc.background_share})", flush=True)
+        print(f"[qorgan]   background examples per epoch: {train_dataset.per_epoch} of {len(background)}, "
+              f"spread evenly over languages (share {tc.background_share})", flush=True)
     # Weights from the corpus alone: background text would only add negatives for
     # the known labels and shrink the weight the rare positives need.
     weights = torch.tensor(pos_weights(train, tc.max_pos_weight))

@@ -1,14 +1,17 @@
-"""Real background text as partially labelled records (see ``data/background/``).
+"""Real, human-written background text (kk / ru / en) with permissive licences.
 
-Background messages are real, human-written sentences (reviews, forums,
-dialogue, news) that nobody on this project wrote. They are known to carry
-no ``threat``, ``self_harm`` or ``bullying_disclosure``, but some may insult
-someone, so ``bullying`` is marked unknown (``BackgroundConfig.unknown``):
-the loss masks it and every metric skips it.
+This folder holds one Parquet file per source (``<name>.parquet``, columns
+``BACKGROUND_COLUMNS``); ``importers`` rebuilds each from pinned raw files of a
+public repository, and ``SOURCES.md`` records where each came from, its
+licence and how to rebuild it.
 
-Whole sources or domains are held out (``holdout``): they never reach
-training and serve as the real-text evaluation set, on which the training
-pipeline measures how often ordinary text is flagged.
+Background messages are sentences nobody on this project wrote (reviews,
+forums, e-mail, news). They are known to carry no ``threat``, ``self_harm``
+or ``bullying_disclosure``, but some may insult someone, so ``bullying`` is
+marked unknown (``BackgroundConfig.unknown``): the loss masks it and every
+metric skips it. Whole sources or domains are held out (``holdout``): they
+never reach training and serve as the real-text evaluation set, on which the
+training pipeline measures how often ordinary text is flagged.
 """
 
 from __future__ import annotations
