@@ -284,3 +284,85 @@ def test_int8_sensitivity_reports_every_group_on_the_tiny_bundle(tiny_bundle, tm
     assert groups["everything"]["max_abs_logit_diff"] > 0
     out = capsys.readouterr().out
     assert not any(r["text"] in out for r in mini_records)
+
+
+# -- flag rates on real text -------------------------------------------------------------
+
+
+def _zip(path, members: dict[str, str]):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, text in members.items():
+            archive.writestr(name, text)
+    return path
+
+
+def _yaml_doc(conversations: list[list]) -> str:
+    import yaml
+
+    return yaml.safe_dump({"categories": ["test"], "conversations": conversations}, allow_unicode=True)
+
+
+def test_real_text_rates_every_set_bundle_and_policy_without_printing_text(
+        tiny_bundle, tiny_run_config, tmp_path, capsys):
+    import shutil
+    from pathlib import Path
+
+    from benchmarks.real_text import COLUMNS, main
+    from data.split import read_split
+
+    en = ["Which planet is closest to the sun?", "Mercury is the closest planet.", "Do you like jazz music?"]
+    ru = ["Какой твой любимый суп на обед?", "Мне нравится борщ со сметаной."]
+    wheel = _zip(tmp_path / "chatterbot_corpus-0.0.0-py3-none-any.whl", {
+        "chatterbot_corpus/data/english/a.yml": _yaml_doc([en[:2], [en[2], en[0], "  ", 42]]),
+        "chatterbot_corpus/data/russian/b.yml": _yaml_doc([ru, [ru[0]]]),
+        "chatterbot_corpus/data/german/c.yml": _yaml_doc([["Guten Morgen, wie geht es dir heute?"]]),
+    })
+    kk = ["Қосымша өте ыңғайлы, рахмет.", "Жеткізу тым ұзақ болды, ұнамады.", "Кітап қызықты екен, ұсынамын."]
+    kaz = tmp_path / "kazsandra"
+    kaz.mkdir()
+    header = "custom_id,text,text_cleaned,label,domain\n"
+    _zip(kaz / "04_pc_valid.zip", {"04_pc_valid.csv": header + f'1,"{kk[0]}",x,1,appstore\n2,"{kk[1]}",x,0,market\n'})
+    _zip(kaz / "05_pc_test.zip", {"05_pc_test.csv": header + f'3,"{kk[2]}",x,1,bookstore\n4,"{kk[0]}",x,1,appstore\n'
+                                                              '5,"",x,1,appstore\n'})
+    alla = tmp_path / "alla" / "toxicity_corpus"
+    alla.mkdir(parents=True)
+    toxic = "Ты полный идиот и тупица, уходи отсюда."
+    clean_ru = ["Интересно, когда начнётся матч?", "Хорошая новость, спасибо редакции."]
+    (alla / "russian_distorted_toxicity.tsv").write_text(
+        "comment_id\tsource\tcomments\tdistortion\ttoxicity\tcorrected\n"
+        f"1\tx\t{clean_ru[0]}\t0\t0\t\n2\tx\t{toxic}\t0\t1\t\n3\tx\t{clean_ru[1]}\t0\t0\t\n4\tx\t{clean_ru[0]}\t0\t0\t\n",
+        encoding="utf-8")
+    other = tmp_path / "other-bundle"
+    shutil.copytree(tiny_bundle, other)
+    data = Path(tiny_run_config.run_dir) / "data"
+    background = read_split(data, "background_eval")
+    out = tmp_path / "real_text.json"
+    bundles = [str(tiny_bundle), str(other)]
+    assert main(["--bundle", bundles[0], "--bundle", bundles[1], "--data", str(data), "--chatterbot", str(wheel),
+                 "--kazsandra", str(kaz), "--alla-g", str(alla.parent), "--out", str(out)]) == 0
+
+    results = json.loads(out.read_text(encoding="utf-8"))
+    expected = {"background": len({r.text.strip() for r in background}), "chatterbot_en": 3, "chatterbot_ru": 2,
+                "kazsandra_eval": 3, "alla_g_nontoxic": 2}
+    assert expected["background"] > 0
+    assert {name: s["n"] for name, s in results["sets"].items()} == expected
+    labels = ["bullying", "threat", "self_harm", "bullying_disclosure", "any_of_3"]
+    for name, s in results["sets"].items():
+        assert set(s["bundles"]) == set(bundles), name
+        for per in s["bundles"].values():
+            assert set(per) == {"moderation", "triage"}
+            for rates in per.values():
+                assert rates["n"] == expected[name]
+                assert all(0.0 <= rates[lb] <= 1.0 for lb in labels)
+                assert rates["any_of_3"] >= max(rates[lb] for lb in ("threat", "self_harm", "bullying_disclosure"))
+    assert set(results["bundles"]) == set(bundles)
+    printed = capsys.readouterr()
+    table = printed.out
+    assert table.splitlines()[0].count("|") == len(COLUMNS) + 4  # set, bundle, n + the columns
+    assert table.count("| chatterbot_en |") == 2
+    assert "Test macro PR-AUC" in table
+    fixture_texts = [*en, *ru, *kk, *clean_ru, toxic, "Guten Morgen", *(r.text for r in background)]
+    for text in fixture_texts:
+        assert text not in printed.out and text not in printed.err

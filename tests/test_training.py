@@ -451,6 +451,13 @@ def test_background_mix_draws_new_messages_every_epoch_and_keeps_the_corpus():
     assert sorted(drawn) == sorted(["en"] * 4 + ["kk"] * 4 + ["ru"] * 4)
     small = BackgroundMix(corpus, pool, 30, seed=1, groups=groups)
     assert len(small) == 30 + 10 + 4 + 6  # ru and en give all they have
+    # With lengths, every redraw keeps each slot's length: the sampler's grouping stays true.
+    lengths = [i % 3 for i in range(100)]
+    by_len = BackgroundMix(corpus, pool, 20, seed=1, lengths=lengths)
+    first = [lengths[pool.index(by_len[i])] for i in range(30, 50)]
+    by_len.set_epoch(1)
+    assert [lengths[pool.index(by_len[i])] for i in range(30, 50)] == first
+    assert [by_len[i] for i in range(30, 50)] != [pool[0]] * 20 and len({str(by_len[i]) for i in range(30, 50)}) == 20
 
 
 def _tiny_override(config, bundle_dir, overrides):
