@@ -490,3 +490,14 @@ def test_real_text_gate_refuses_a_bundle_over_its_limit_or_warns(tiny_bundle, ti
     assert not gate["passed"] and any(f"{policy} / {lang} / {label}" in b for b in gate["breaches"])
     assert "**FAILED**" in (bundle.path / "README.md").read_text(encoding="utf-8")
     assert "WARNING" in capsys.readouterr().err
+
+
+def test_model_card_says_when_no_int8_recipe_was_tried():
+    from training.report import parity_text
+
+    fp32 = {"max_abs_logit_diff": 1e-5, "atol": 1e-4}
+    assert "no int8 recipe was tried" in parity_text({"fp32": fp32, "int8_attempts": [], "serving_variant": "fp32"})
+    failed = {"recipe": "dynamic", "max_abs_proba_diff": 0.5, "mean_abs_proba_diff": 0.1,
+              "flag_agreement": {"triage": 0.9}, "passed": False}
+    text = parity_text({"fp32": fp32, "int8_attempts": [failed], "serving_variant": "fp32"})
+    assert "no int8 recipe met the parity gate" in text and "`dynamic`" in text

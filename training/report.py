@@ -51,9 +51,13 @@ def parity_text(parity: dict) -> str:
         lines.append(f"- int8 `{a['recipe']}`: max |Δproba| {a['max_abs_proba_diff']:.3f} "
                      f"(mean {a['mean_abs_proba_diff']:.4f}), flags identical {agree}: "
                      f"{'passed' if a['passed'] else 'failed'}.")
-    lines.append(f"- Served graph: **{parity['serving_variant']}**"
-                 + (f" (int8 recipe `{parity['int8_recipe']}`)." if parity.get("int8_recipe") else
-                    " — no int8 recipe met the parity gate, so the fp32 graph is served."))
+    if parity.get("int8_recipe"):
+        why = f" (int8 recipe `{parity['int8_recipe']}`)."
+    elif parity["int8_attempts"]:
+        why = " — no int8 recipe met the parity gate, so the fp32 graph is served."
+    else:
+        why = " — no int8 recipe was tried (`export.int8_recipes` is empty)."
+    lines.append(f"- Served graph: **{parity['serving_variant']}**" + why)
     return "\n".join(lines)
 
 
@@ -161,4 +165,8 @@ Brier {cal['brier_before']:.4f} → {cal['brier_after']:.4f}.
 - The test split is small: per-language figures have wide uncertainty.
 - Sarcasm, long conversations (context across messages), images and voice are out of scope.
 - Thresholds were fitted on a few hundred calib messages; refit them on your data.
+- Moderation thresholds ask for 90% precision at the deployment prevalence, measured on
+  calib negatives that are mostly hard negatives written to resemble positives; where a
+  label's calib recall under `moderation` is low (thresholds table), that policy flags
+  little of it. Set `policy.prevalence` to your traffic's base rates and refit.
 """
