@@ -40,7 +40,7 @@ import yaml
 
 from benchmarks.report import table
 from data.background.importers import dedup_key, read_table
-from data.split import SPLIT_FILES, read_split
+from data.split import MANIFEST_FILE, SPLIT_FILES, read_split
 from serving.scorer import Scorer
 from training.evaluate import ANY_KNOWN, flag_rates, label_table
 
@@ -154,7 +154,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
         results["bundles"][path] = {"name": scorer.name, "version": scorer.version, "test_macro_pr_auc": pr_auc}
         unknown = [lb for lb in labels if lb not in ANY3]
         if args.data:
-            results["bundles"][path]["test_split"] = test_quality(scorer, args.data, thresholds)
+            results["bundles"][path]["test_split"] = test_quality(scorer, args.data, thresholds,
+                                                                  trained_ids(args.unseen_by))
         for name, texts in sets.items():
             if not texts:
                 continue
@@ -170,11 +171,21 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
     return results
 
 
-def test_quality(scorer: Scorer, data_dir: Path, thresholds: dict) -> dict:
+def trained_ids(data_dirs: list[Path]) -> set[str]:
+    """Ids of the train and calib splits of other runs' prepared data folders (``--unseen-by``)."""
+    ids: set[str] = set()
+    for d in data_dirs:
+        manifest = json.loads((d / MANIFEST_FILE).read_text(encoding="utf-8"))
+        ids |= set(manifest["ids"]["train"]) | set(manifest["ids"]["calib"])
+    return ids
+
+
+def test_quality(scorer: Scorer, data_dir: Path, thresholds: dict, exclude: set[str] = frozenset()) -> dict:
     """Macro PR-AUC per language and triage recall per label of a bundle on ``data_dir``'s
-    test split: every bundle judged on the same messages (a bundle trained on another
-    split of an overlapping corpus may have seen some of them)."""
-    test = read_split(data_dir, "test")
+    test split: every bundle judged on the same messages. A bundle trained on another
+    split of an overlapping corpus may have seen some of them: ``exclude`` (the ids other
+    runs trained or calibrated on, ``--unseen-by``) leaves those out."""
+    test = [r for r in read_split(data_dir, "test") if r.id not in exclude]
     y = np.array([r.label_vector() for r in test])
     table_ = label_table(scorer.proba([r.text for r in test]), y, [r.lang for r in test],
                          list(scorer.labels), thresholds)
@@ -202,7 +213,8 @@ def render(results: dict) -> str:
         lines.append(f"- {b['name']} {b['version']} ({path}): {total}" + (f" ({per_lang})" if per_lang else ""))
     tested = {path: b["test_split"] for path, b in results["bundles"].items() if "test_split" in b}
     if tested:
-        lines += ["", "On the test split of --data (the same messages for every bundle):"]
+        n = next(iter(tested.values()))["messages"]
+        lines += ["", f"On the test split of --data ({n} messages, the same for every bundle):"]
         for path, q in tested.items():
             auc = ", ".join(f"{lg} {v:.3f}" for lg, v in q["macro_pr_auc"].items() if v is not None)
             sh = ", ".join(f"{lg} {r['self_harm']:.2f}" for lg, r in q["triage_recall"].items())
@@ -221,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--limit", type=int, help="score a seeded sample of at most N messages per set")
     p.add_argument("--drop-seen", action="store_true", help="drop reserved-set texts found in --data's training splits")
+    p.add_argument("--unseen-by", type=Path, action="append", default=[],
+                   help="another run's prepared data folder: judge test quality only on --data's test "
+                        "messages that run neither trained nor calibrated on (repeatable)")
     args = p.parse_args(argv)
     if len(set(args.bundle)) != len(args.bundle):
         p.error("a bundle is given twice")

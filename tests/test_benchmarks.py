@@ -366,3 +366,11 @@ def test_real_text_rates_every_set_bundle_and_policy_without_printing_text(
     fixture_texts = [*en, *ru, *kk, *clean_ru, toxic, "Guten Morgen", *(r.text for r in background)]
     for text in fixture_texts:
         assert text not in printed.out and text not in printed.err
+    # Test quality on the same messages for every bundle; --unseen-by drops what a run trained on.
+    test = read_split(data, "test")
+    assert all(b["test_split"]["messages"] == len(test) for b in results["bundles"].values())
+    from benchmarks.real_text import trained_ids
+
+    own = trained_ids([data])
+    assert own and not own & {r.id for r in test}  # a run's own test split is unseen by it
+    assert own >= {r.id for r in read_split(data, "train")}
