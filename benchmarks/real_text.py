@@ -39,14 +39,16 @@ import numpy as np
 import yaml
 
 from benchmarks.report import table
+from data.background import BackgroundConfig
 from data.background.importers import dedup_key, read_table
 from data.split import MANIFEST_FILE, SPLIT_FILES, read_split
 from serving.scorer import Scorer
 from training.evaluate import ANY_KNOWN, flag_rates, label_table
 
 RESULTS = Path(__file__).parent / "results" / "real_text.json"
-#: Labels that ordinary text never carries: any flag of one is a false alarm.
-ANY3 = ("threat", "self_harm", "bullying_disclosure")
+#: Labels not known for ordinary text (the background config's): flags of every other label
+#: are false alarms, counted together as ``any_of_3``.
+UNKNOWN_ON_ORDINARY_TEXT = BackgroundConfig().unknown
 ALLA_G_FILE = "russian_distorted_toxicity.tsv"
 KAZSANDRA_FILES = ("04_pc_valid.zip", "05_pc_test.zip")
 #: Printed columns: (policy, label or "any_of_3").
@@ -152,7 +154,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
         thresholds = {p: scorer.bundle.thresholds(p) for p in scorer.policies}
         pr_auc = scorer.bundle.metrics_summary()["macro_pr_auc"] or {}
         results["bundles"][path] = {"name": scorer.name, "version": scorer.version, "test_macro_pr_auc": pr_auc}
-        unknown = [lb for lb in labels if lb not in ANY3]
+        unknown = [lb for lb in labels if lb in UNKNOWN_ON_ORDINARY_TEXT]
         if args.data:
             results["bundles"][path]["test_split"] = test_quality(scorer, args.data, thresholds,
                                                                   trained_ids(args.unseen_by))

@@ -11,7 +11,7 @@ from data.adapters import ADAPTERS, ColumnMap, parse_label_map
 from data.background import BackgroundConfig, load_background, split_background
 from data.dedup import find_duplicates, normalize_records
 from data.formats import write_jsonl
-from data.split import SPLIT_FILES, SplitConfig, assign_splits, write_splits
+from data.split import BACKGROUND_SPLITS, SPLIT_FILES, SplitConfig, assign_splits, write_splits
 from data.validate import load_records
 
 
@@ -84,10 +84,10 @@ def prepare_dataset(config: PrepareConfig, out_dir: str | Path) -> Path:
     if config.background.path:
         pool, held_out = split_background(load_background(config.background), config.background,
                                           config.split.seed)
-        for name, rs in (("background_train", pool), ("background_eval", held_out)):
+        parts = dict(zip(BACKGROUND_SPLITS, (pool, held_out), strict=True))
+        for name, rs in parts.items():
             write_jsonl([r.to_dict() for r in rs], Path(out_dir) / SPLIT_FILES[name])
         extra["background"] = {"config": asdict(config.background),
-                               "counts": {name: dict(sorted(Counter(r.lang for r in rs).items())) for name, rs in
-                                          (("background_train", pool), ("background_eval", held_out))}}
+                               "counts": {name: dict(sorted(Counter(r.lang for r in rs).items()))
+                                          for name, rs in parts.items()}}
     return write_splits(kept, assignment, out_dir, config.split, extra)
-

@@ -27,8 +27,6 @@ ENV_API_KEYS_FILE = "QORGAN_API_KEYS_FILE"
 #: batching merges concurrent requests); ``0`` (default) scores in a worker thread.
 ENV_ADAPTIVE_BATCHING = "QORGAN_ADAPTIVE_BATCHING"
 
-DEFAULT_BUNDLE = DEFAULT_BUNDLE_DIR
-
 #: Request limits. ``MAX_TEXT_CHARS`` is the same bound as the data schema's
 #: (serving must not import ``data``; tests/test_service.py checks they agree):
 #: a longer message is refused, not cut.
@@ -65,7 +63,7 @@ def _flag(environ: Mapping[str, str], name: str, default: bool) -> bool:
 class ServiceSettings:
     """What the service needs to start: bundle path, workers, threads, body limit."""
 
-    bundle: Path = Path(DEFAULT_BUNDLE)
+    bundle: Path = Path(DEFAULT_BUNDLE_DIR)
     workers: int = 1
     intra_op_threads: int | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
@@ -75,7 +73,7 @@ class ServiceSettings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServiceSettings:
         env = os.environ if environ is None else environ
         return cls(
-            bundle=Path(env.get(ENV_BUNDLE, "").strip() or DEFAULT_BUNDLE),
+            bundle=Path(env.get(ENV_BUNDLE, "").strip() or DEFAULT_BUNDLE_DIR),
             workers=_int(env, ENV_WORKERS, 1),
             intra_op_threads=_int(env, ENV_THREADS, None),
             max_body_bytes=_int(env, ENV_MAX_BODY, DEFAULT_MAX_BODY_BYTES),

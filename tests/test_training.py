@@ -16,7 +16,6 @@ from training.calibrate import (
     TemperatureScaler,
     choose_threshold,
     prior_offset,
-    shift_prior,
 )
 from training.config import ExportConfig, PolicyConfig, load_config
 from training.export import ParityError, check_fp32_parity, check_int8_parity
@@ -382,6 +381,14 @@ def test_unknown_labels_change_neither_the_loss_nor_the_metrics():
     fitted = PolicyFitter(PolicyConfig(bootstrap_samples=0)).fit(proba, partial, list(LABELS))
     alone_fit = PolicyFitter(PolicyConfig(bootstrap_samples=0)).fit(proba[100:], y[100:], list(LABELS))
     assert fitted["moderation"]["bullying"] == alone_fit["moderation"]["bullying"]
+
+
+def shift_prior(proba, base_rate, prevalence):
+    """Probabilities calibrated at ``base_rate`` re-expressed at ``prevalence`` with the
+    production offset (TemperatureScaler adds it to the tempered logits)."""
+    from scipy.special import expit, logit
+
+    return expit(logit(np.clip(proba, 1e-12, 1 - 1e-12)) + prior_offset(base_rate, prevalence))
 
 
 def test_prior_shift_moves_scores_towards_the_prevalence_and_is_neutral_at_the_base_rate():

@@ -33,11 +33,6 @@ def prior_offset(base_rate: np.ndarray, prevalence: np.ndarray) -> np.ndarray:
     return np.nan_to_num(offset, nan=0.0)
 
 
-def shift_prior(proba: np.ndarray, base_rate: np.ndarray, prevalence: np.ndarray) -> np.ndarray:
-    """Probabilities calibrated at ``base_rate``, re-expressed at ``prevalence``."""
-    return expit(logit(np.clip(proba, 1e-12, 1 - 1e-12)) + prior_offset(base_rate, prevalence))
-
-
 def _bce(logits: np.ndarray, y: np.ndarray) -> float:
     # log(1 + exp(-z)) for positives, log(1 + exp(z)) for negatives, computed stably.
     z = np.where(y > 0.5, logits, -logits)

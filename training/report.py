@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from training.evaluate import ANY_KNOWN
+
 
 def _f(x: Any, nd: int = 3) -> str:
     return "–" if x is None else f"{x:.{nd}f}"
@@ -68,7 +70,7 @@ def flag_rate_table(background: dict, labels: list[str]) -> str:
     for policy, per_lang in background["flag_rate"].items():
         for lang, rates in per_lang.items():
             n = sum(background["messages"].values()) if lang == "all" else background["messages"].get(lang, 0)
-            any_known = next(v for k, v in rates.items() if k not in labels)
+            any_known = rates[ANY_KNOWN]
             lines.append(f"| {policy} | {lang} | {n} | " + " | ".join(f"{rates[lb]:.1%}" for lb in labels)
                          + f" | {any_known:.1%} |")
     return "\n".join(lines)

@@ -94,8 +94,9 @@ def split_background(records: list[Record], config: BackgroundConfig,
                      seed: int = 13) -> tuple[list[Record], list[Record]]:
     """``(train, evaluation)``: held-out sources / domains go to evaluation, sampled to
     ``eval_per_lang`` per language; everything else is the training pool."""
-    train = [r for r in records if not config.is_held_out(r.source, domain_of(r))]
-    held = [r for r in records if config.is_held_out(r.source, domain_of(r))]
+    train, held = [], []
+    for r in records:
+        (held if config.is_held_out(r.source, domain_of(r)) else train).append(r)
     if config.eval_per_lang:
         rng = random.Random(seed)
         sample = []

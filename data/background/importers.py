@@ -401,14 +401,6 @@ SOURCES: dict[str, SourceSpec] = {s.name: s for s in [
 # Import.
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verify_files(spec: SourceSpec, raw_dir: Path) -> None:
     """Raise ``RawFileError`` naming the first raw file that is missing or whose SHA-256
     differs from the pinned one."""
@@ -416,7 +408,8 @@ def verify_files(spec: SourceSpec, raw_dir: Path) -> None:
         path = Path(raw_dir) / raw.path
         if not path.is_file():
             raise RawFileError(f"{spec.name}: raw file {raw.path} is missing under {raw_dir}")
-        actual = sha256_of(path)
+        with open(path, "rb") as fh:
+            actual = hashlib.file_digest(fh, "sha256").hexdigest()
         if actual != raw.sha256:
             raise RawFileError(f"{spec.name}: raw file {raw.path} has sha256 {actual}, "
                                f"expected {raw.sha256}; refusing to import it")
