@@ -293,6 +293,20 @@ def _manifest(name: str) -> tuple[RawFile, ...]:
 
 _UD_ATTRIBUTION = "Universal Dependencies, {treebank} treebank (https://github.com/{repo}), {licence}; text unchanged except whitespace."
 
+
+def _ud_source(treebank: str, *, name: str, lang: str, licence: str, commit: str, files: tuple[RawFile, ...],
+               description: str, domain: Callable[[str, dict[str, str]], str]) -> SourceSpec:
+    """A Universal Dependencies treebank (``UD_<Language>-<Name>``): repository and
+    attribution follow from its name, sentences from the ``# text`` lines of its CoNLL-U files."""
+    repo = f"UniversalDependencies/{treebank}"
+    spdx_free, version = licence.rsplit("-", 1)  # "CC-BY-SA-4.0" → "CC BY-SA 4.0"
+    readable = spdx_free.replace("-", " ", 1) + " " + version
+    return SourceSpec(name=name, lang=lang, licence=licence, repo=repo, commit=commit, files=files,
+                      description=description,
+                      attribution=_UD_ATTRIBUTION.format(treebank=treebank.replace("_", " "), repo=repo,
+                                                         licence=readable),
+                      parse=conllu_parser(domain))
+
 SOURCES: dict[str, SourceSpec] = {s.name: s for s in [
     SourceSpec(
         name="kaznerd", lang="kk", licence="CC-BY-4.0", repo="IS2AI/KazNERD",
@@ -306,17 +320,15 @@ SOURCES: dict[str, SourceSpec] = {s.name: s for s in [
                     "https://github.com/IS2AI/KazNERD, CC BY 4.0; sentences rebuilt from tokens.",
         parse=iob2_parser("news", id_pattern=r"[A-Z]+\d+"),
     ),
-    SourceSpec(
-        name="ud_kazakh_ktb", lang="kk", licence="CC-BY-SA-4.0",
-        repo="UniversalDependencies/UD_Kazakh-KTB", commit="e9f3b87a5faa95cf0b4cd97d62f2de8c90ee8153",
+    _ud_source(
+        "UD_Kazakh-KTB", name="ud_kazakh_ktb", lang="kk", licence="CC-BY-SA-4.0",
+        commit="e9f3b87a5faa95cf0b4cd97d62f2de8c90ee8153",
         files=(RawFile("kk_ktb-ud-test.conllu",
                        "1100846ee50c2f970562a21dca8415a381c470ea06bdb8496ae213d59c3a3c4e"),
                RawFile("kk_ktb-ud-train.conllu",
                        "6297597914a3f319db573573f927a6577c702f5fa00dcd653162aab46026aeaa")),
         description="Kazakh Wikipedia, folk tales and stories, news (akorda.kz), UDHR",
-        attribution=_UD_ATTRIBUTION.format(treebank="UD Kazakh-KTB", repo="UniversalDependencies/UD_Kazakh-KTB",
-                                           licence="CC BY-SA 4.0"),
-        parse=conllu_parser(_ktb_domain),
+        domain=_ktb_domain,
     ),
     SourceSpec(
         name="kazsandra_train", lang="kk", licence="CC-BY-4.0", repo="IS2AI/KazSAnDRA",
@@ -332,9 +344,9 @@ SOURCES: dict[str, SourceSpec] = {s.name: s for s in [
         parse=table_parser("text", id_column="custom_id", domain_column="domain",
                            domain_prefix="reviews-"),
     ),
-    SourceSpec(
-        name="ud_russian_taiga", lang="ru", licence="CC-BY-SA-4.0",
-        repo="UniversalDependencies/UD_Russian-Taiga", commit="3c64a056edcd5c6e2c29b3724d973729c354e016",
+    _ud_source(
+        "UD_Russian-Taiga", name="ud_russian_taiga", lang="ru", licence="CC-BY-SA-4.0",
+        commit="3c64a056edcd5c6e2c29b3724d973729c354e016",
         files=(RawFile("ru_taiga-ud-dev.conllu",
                        "d1497731d5cb7162530eb7b278423a103412efa678096f7d456cb57088e12332"),
                RawFile("ru_taiga-ud-test.conllu",
@@ -346,32 +358,26 @@ SOURCES: dict[str, SourceSpec] = {s.name: s for s in [
                        commit="bb57373580079aa91cb989560601fc1afcae06b3")),
         description="Russian social media (VK, Instagram, Facebook, Twitter, YouTube comments, "
                     "otvet.mail.ru, reviews), children's fiction, poetry, encyclopedia, news",
-        attribution=_UD_ATTRIBUTION.format(treebank="UD Russian-Taiga", repo="UniversalDependencies/UD_Russian-Taiga",
-                                           licence="CC BY-SA 4.0"),
-        parse=conllu_parser(_taiga_domain),
+        domain=_taiga_domain,
     ),
-    SourceSpec(
-        name="ud_russian_gsd", lang="ru", licence="CC-BY-SA-4.0",
-        repo="UniversalDependencies/UD_Russian-GSD", commit="5400f2fd7264b7699727bb61b09f53841899df26",
+    _ud_source(
+        "UD_Russian-GSD", name="ud_russian_gsd", lang="ru", licence="CC-BY-SA-4.0",
+        commit="5400f2fd7264b7699727bb61b09f53841899df26",
         files=(RawFile("ru_gsd-ud-dev.conllu",
                        "e3e3d4e8d1d7544e531b2b81ae64257efacc97f93276ce6d2ce52fd1de052fa2"),
                RawFile("ru_gsd-ud-test.conllu",
                        "f26e022329162a1c6306f76644d06f770f1572501755421165387137fe63138d")),
         description="Russian Wikipedia sentences",
-        attribution=_UD_ATTRIBUTION.format(treebank="UD Russian-GSD", repo="UniversalDependencies/UD_Russian-GSD",
-                                           licence="CC BY-SA 4.0"),
-        parse=conllu_parser(lambda sid, meta: "wiki"),
+        domain=lambda sid, meta: "wiki",
     ),
-    SourceSpec(
-        name="ud_russian_pud", lang="ru", licence="CC-BY-SA-3.0",
-        repo="UniversalDependencies/UD_Russian-PUD", commit="da5b3816eeaa24283c1d81a48bb1de4d062fc5d5",
+    _ud_source(
+        "UD_Russian-PUD", name="ud_russian_pud", lang="ru", licence="CC-BY-SA-3.0",
+        commit="da5b3816eeaa24283c1d81a48bb1de4d062fc5d5",
         files=(RawFile("ru_pud-ud-test.conllu",
                        "a37e076d24f0c3cfd5d48a11bbfec36026da5dc46180b7a12dc991dc372de1ea"),),
         description="Russian news and Wikipedia sentences (professional translations of the "
                     "CoNLL 2017 parallel test set)",
-        attribution=_UD_ATTRIBUTION.format(treebank="UD Russian-PUD", repo="UniversalDependencies/UD_Russian-PUD",
-                                           licence="CC BY-SA 3.0"),
-        parse=conllu_parser(_pud_domain),
+        domain=_pud_domain,
     ),
     SourceSpec(
         name="ud_english_ewt", lang="en", licence="CC-BY-SA-4.0",
