@@ -4,6 +4,12 @@ A *unit* is the set of records that must land in the same split: one
 ``group`` (an original and its augmented variants) joined with every record it
 near-duplicates. Units are stratified by language × label combination and
 dealt out so that each stratum's split shares match the requested fractions.
+
+A *pin file* (``SplitConfig.pinned``) freezes the split of groups that an earlier
+version of the corpus already dealt: they keep their split, and only new units
+are dealt, towards the same shares. Adding data then never moves a test message
+into training, and test figures of two corpus versions can be compared on the
+messages they share.
 """
 
 from __future__ import annotations
@@ -33,6 +39,9 @@ class SplitConfig:
     calib: float = 0.1
     test: float = 0.1
     seed: int = 13
+    #: A pin file (JSON: split name → group ids, see ``write_pins``) whose groups keep
+    #: their split; ``None`` deals every unit afresh.
+    pinned: str | None = None
 
     def __post_init__(self) -> None:
         fr = (self.train, self.calib, self.test)
@@ -68,10 +77,44 @@ def _stratum(records: list[Record]) -> str:
     return f"{first.lang}|{'+'.join(labels) or 'clean'}"
 
 
+def read_pins(path: str | Path) -> dict[str, str]:
+    """Group id → split, from a pin file written by ``write_pins``."""
+    doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    groups = doc.get("groups")
+    if not isinstance(groups, dict) or not set(groups) <= set(SPLITS):
+        raise ValueError(f"{path}: a pin file maps split names {SPLITS} to lists of group ids")
+    pins: dict[str, str] = {}
+    for split, ids in groups.items():
+        for g in ids:
+            if pins.setdefault(g, split) != split:
+                raise ValueError(f"{path}: group {g!r} is pinned to both {pins[g]} and {split}")
+    return pins
+
+
+def write_pins(records: list[Record], assignment: dict[str, str], path: str | Path,
+               note: str = "") -> Path:
+    """Freeze a split: write the split of every group of ``records`` to ``path``."""
+    groups: dict[str, set[str]] = {s: set() for s in SPLITS}
+    for r in records:
+        groups[assignment[r.id]].add(r.group)
+    doc = {"note": note, "groups": {s: sorted(g) for s, g in groups.items()}}
+    Path(path).write_text(json.dumps(doc, ensure_ascii=False, indent=0) + "\n", encoding="utf-8")
+    return Path(path)
+
+
+def _pinned_split(unit: list[Record], pins: dict[str, str]) -> str | None:
+    """The split a unit is pinned to. A unit that joins groups pinned to different
+    splits (a new near duplicate of two old groups) goes to the most protected one,
+    test before calib before train, so no pinned test message ever leaves the test split."""
+    splits = {pins[r.group] for r in unit if r.group in pins}
+    return max(splits, key=SPLITS.index) if splits else None
+
+
 def assign_splits(records: list[Record], config: SplitConfig | None = None,
                   links: list[tuple[str, str]] = ()) -> dict[str, str]:
     """Map record id → split name. ``links`` are extra must-stay-together pairs (near duplicates)."""
     config = config or SplitConfig()
+    pins = read_pins(config.pinned) if config.pinned else {}
     uf = _UnionFind()
     for r in records:
         uf.union(r.id, f"group::{r.group}")
@@ -100,7 +143,17 @@ def assign_splits(records: list[Record], config: SplitConfig | None = None,
         for s in sorted(SPLITS, key=lambda s: raw[s] - target[s], reverse=True)[: total - sum(target.values())]:
             target[s] += 1
         filled = Counter()
+        # Pinned units first: they count towards the targets the new units are dealt to.
+        free = []
         for unit in unit_list:
+            split = _pinned_split(unit, pins)
+            if split is None:
+                free.append(unit)
+                continue
+            filled[split] += len(unit)
+            for r in unit:
+                assignment[r.id] = split
+        for unit in free:
             # Deal each unit to the split furthest below its target.
             split = max(SPLITS, key=lambda s: (target[s] - filled[s], -SPLITS.index(s)))
             filled[split] += len(unit)

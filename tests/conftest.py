@@ -73,7 +73,20 @@ def tiny_base_model(tmp_path_factory, mini_records) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_run_config(tmp_path_factory, tiny_base_model, tiny_background):
+def tiny_pins(tmp_path_factory, mini_records) -> Path:
+    """A pin file freezing the split of every other group of the mini corpus, as an
+    earlier corpus version would have dealt it (another seed)."""
+    from data.schema import Record
+    from data.split import SplitConfig, assign_splits, write_pins
+
+    records = [Record.from_dict(r) for r in mini_records]
+    earlier = sorted({r.group for r in records})[::2]
+    old = [r for r in records if r.group in earlier]
+    return write_pins(old, assign_splits(old, SplitConfig(seed=1)), tmp_path_factory.mktemp("pins") / "pins.json")
+
+
+@pytest.fixture(scope="session")
+def tiny_run_config(tmp_path_factory, tiny_base_model, tiny_background, tiny_pins):
     """A run configuration that trains the tiny model for a few steps on the mini corpus,
     with background text mixed in and one background source held out."""
     from training.config import load_config
@@ -81,6 +94,7 @@ def tiny_run_config(tmp_path_factory, tiny_base_model, tiny_background):
     root = tmp_path_factory.mktemp("run")
     return load_config(None, [
         f"data.source.path={MINI_CORPUS}",
+        f"data.split.pinned={tiny_pins}",
         f"data.background.path={tiny_background}",
         f"data.background.holdout=[{HELD_OUT_SOURCE}]",
         "train.background_share=0.1",

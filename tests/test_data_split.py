@@ -21,8 +21,10 @@ from data.split import (
     SPLITS,
     SplitConfig,
     assign_splits,
+    read_pins,
     read_split,
     split_counts,
+    write_pins,
 )
 
 MARKER = "zqxmarker"
@@ -295,6 +297,67 @@ def test_split_counts_add_up():
         assert c["records"] == sum(v == split for v in assignment.values())
 
 
+# --- pinned splits -------------------------------------------------------------------------
+
+def _pin(records, assignment, tmp_path):
+    return str(write_pins(records, assignment, tmp_path / "pins.json", note="test"))
+
+
+def test_pinned_groups_keep_their_split_when_data_is_added(tmp_path):
+    old = _records(400, group_size=2)
+    old_split = assign_splits(old, SplitConfig(seed=5))
+    pins = _pin(old, old_split, tmp_path)
+    # A later corpus version: the old records (in another order) plus as many new ones.
+    new = [Record(f"n{i:04d}", _text(10_000 + i), LANGS[i % 4], COMBOS[i % len(COMBOS)], group=f"n{i}")
+           for i in range(400)]
+    assignment = assign_splits(new + old[::-1], SplitConfig(seed=99, pinned=pins))
+    assert all(assignment[r.id] == old_split[r.id] for r in old)
+    # Unpinned, the new seed would have moved old records: the pin is what holds them.
+    unpinned = assign_splits(new + old, SplitConfig(seed=99))
+    assert any(unpinned[r.id] != old_split[r.id] for r in old)
+    # The new records are dealt towards the shares of the whole.
+    sizes = Counter(assignment.values())
+    for split, frac in SplitConfig().fractions.items():
+        assert abs(sizes[split] - frac * 800) <= 0.02 * 800, sizes
+
+
+def test_a_unit_joining_pinned_groups_of_different_splits_goes_to_the_most_protected(tmp_path):
+    old = _records(200)
+    old_split = assign_splits(old, SplitConfig(seed=5))
+    in_test = next(r for r in old if old_split[r.id] == "test")
+    in_train = next(r for r in old if old_split[r.id] == "train")
+    bridge = Record("bridge", _text(5_000), "en", (), group="bridge")
+    assignment = assign_splits([*old, bridge], SplitConfig(pinned=_pin(old, old_split, tmp_path)),
+                               links=[("bridge", in_test.id), ("bridge", in_train.id)])
+    assert assignment["bridge"] == assignment[in_test.id] == assignment[in_train.id] == "test"
+
+
+def test_pin_file_round_trip_and_errors(tmp_path):
+    records = _records(60, group_size=3)
+    assignment = assign_splits(records)
+    pins = read_pins(_pin(records, assignment, tmp_path))
+    assert pins == {r.group: assignment[r.id] for r in records}
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"groups": {"train": ["g1"], "test": ["g1"]}}))
+    with pytest.raises(ValueError, match="pinned to both"):
+        read_pins(bad)
+    bad.write_text(json.dumps({"groups": {"dev": ["g1"]}}))
+    with pytest.raises(ValueError, match="split names"):
+        read_pins(bad)
+
+
+def test_the_committed_pin_file_holds_the_0_1_0_split():
+    # data/split_pins.json froze the split of the 8,531-record corpus of 0.1.0: 853 test messages.
+    pins = read_pins(Path(__file__).parents[1] / "data" / "split_pins.json")
+    assert set(pins.values()) == set(SPLITS)
+    corpus = [json.loads(line) for f in sorted((Path(__file__).parents[1] / "data" / "corpus").glob("*.jsonl"))
+              for line in f.read_text(encoding="utf-8").splitlines() if line.strip()]
+    pinned_test = [r for r in corpus if pins.get(r["group"]) == "test"]
+    assert len(pinned_test) == 853
+    # Every pinned group still exists: a group renamed in the corpus would silently unpin it.
+    assert set(pins) <= {r["group"] for r in corpus}
+
+
 # --- the data stage -----------------------------------------------------------------------
 
 
@@ -334,7 +397,7 @@ def _manifest(folder: Path) -> dict:
 def test_prepare_writes_split_files_and_manifest(prepared, corpus_file):
     assert sorted(p.name for p in prepared.iterdir()) == sorted([*(SPLIT_FILES[s] for s in SPLITS), MANIFEST_FILE])
     manifest = _manifest(prepared)
-    assert manifest["config"] == {"train": 0.8, "calib": 0.1, "test": 0.1, "seed": 21}
+    assert manifest["config"] == {"train": 0.8, "calib": 0.1, "test": 0.1, "seed": 21, "pinned": None}
     assert manifest["source"]["path"] == str(corpus_file)
     ids = manifest["ids"]
     assert set(ids) == set(SPLITS)

@@ -243,6 +243,10 @@ def test_end_to_end_bundle_is_complete_and_onnx_matches_torch(tiny_bundle, tiny_
     assert set(background["flag_rate"]) == set(bundle.policies)
     assert set(background["flag_rate"]["triage"]) == {"all", *background["messages"]}
     assert "## Ordinary real text (held out from training)" in card
+    # The pinned earlier version's test messages, judged on their own: kept whole in test.
+    pinned, test_size = bundle.metrics["test_pinned"], bundle.metrics["data"]["counts"]["test"]["records"]
+    assert 0 < pinned["messages"] < test_size and pinned["macro_pr_auc"]["all"] is not None
+    assert f"On the {pinned['messages']} test messages of the pinned earlier corpus version" in card
     # Scores are shifted to the configured prevalence.
     for lb in LABELS:
         entry = bundle.calibration["labels"][lb]
@@ -508,3 +512,26 @@ def test_model_card_says_when_no_int8_recipe_was_tried():
               "flag_agreement": {"triage": 0.9}, "passed": False}
     text = parity_text({"fp32": fp32, "int8_attempts": [failed], "serving_variant": "fp32"})
     assert "no int8 recipe met the parity gate" in text and "`dynamic`" in text
+
+
+def test_pinned_test_quality_judges_only_the_pinned_test_groups(tmp_path):
+    from data.schema import Record
+    from data.split import write_pins
+    from training.evaluate import label_table, pinned_test_quality
+
+    rng = np.random.default_rng(5)
+    test = [Record(f"r{i}", f"text {i}", "en" if i % 2 else "kk", (), group=f"g{i}") for i in range(200)]
+    y = (rng.random((200, 4)) < 0.3).astype(float)
+    proba = np.clip(y * 0.3 + rng.random((200, 4)) * 0.7, 0, 1)
+    ths = {"triage": np.full(4, 0.4)}
+    # Groups 0–119 were in the pinned version's test split, 120–159 in its train split;
+    # 160–199 are new. Only the first 120 are judged.
+    pins = write_pins(test[:160], {r.id: ("test" if i < 120 else "train") for i, r in enumerate(test[:160])},
+                      tmp_path / "pins.json")
+    out = pinned_test_quality(test, proba, y, list(LABELS), ths, pins)
+    expected = label_table(proba[:120], y[:120], [r.lang for r in test[:120]], list(LABELS), ths)
+    assert out["messages"] == 120
+    assert out["macro_pr_auc"] == {lang: block["macro_pr_auc"] for lang, block in expected.items()}
+    assert out["recall"]["triage"]["all"]["self_harm"] == expected["all"]["labels"]["self_harm"]["triage"]["recall"]
+    assert out["macro_pr_auc"]["all"] != label_table(proba, y, [r.lang for r in test], list(LABELS),
+                                                      ths)["all"]["macro_pr_auc"]

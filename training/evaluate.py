@@ -1,7 +1,9 @@
 """Evaluation on the test split: per label × language ROC-AUC, PR-AUC and
 precision / recall / F1 at each policy; ECE and Brier score before and after
 calibration; a paired bootstrap interval for the macro PR-AUC gap between
-two scorers; reliability diagram and PR curves as PNG files. On held-out real
+two scorers; the same figures on the test messages of a pinned earlier corpus
+version (like for like across versions); reliability diagram and PR curves as
+PNG files. On held-out real
 text: the share of ordinary messages flagged per language × policy × label,
 and the gate on it.
 
@@ -15,6 +17,7 @@ import numpy as np
 from scipy.special import expit
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
+from data.split import read_pins
 from training.calibrate import known
 
 
@@ -63,6 +66,24 @@ def label_table(proba: np.ndarray, y: np.ndarray, langs: list[str], labels: list
             per_label[lb] = entry
         pr = [e["pr_auc"] for e in per_label.values() if "pr_auc" in e]
         out[lang] = {"labels": per_label, "macro_pr_auc": float(np.mean(pr)) if pr else None}
+    return out
+
+
+def pinned_test_quality(test: list, proba: np.ndarray, y: np.ndarray, labels: list[str],
+                        thresholds: dict[str, np.ndarray], pin_file: str | Path) -> dict:
+    """Macro PR-AUC per language and triage recall per label on the test messages whose
+    group the pin file holds in test: the test split of the corpus version that was
+    pinned, which later versions keep whole. Models trained on different corpus
+    versions compare like for like here, not on their whole test splits."""
+    pins = read_pins(pin_file)
+    keep = np.array([pins.get(r.group) == "test" for r in test], bool)
+    out: dict = {"pin_file": str(pin_file), "messages": int(keep.sum())}
+    if keep.any():
+        table = label_table(proba[keep], y[keep], [r.lang for r, k in zip(test, keep, strict=True) if k],
+                            labels, thresholds)
+        out["macro_pr_auc"] = {lang: block["macro_pr_auc"] for lang, block in table.items()}
+        out["recall"] = {policy: {lang: {lb: e[policy]["recall"] for lb, e in block["labels"].items()}
+                                  for lang, block in table.items()} for policy in thresholds}
     return out
 
 

@@ -30,6 +30,7 @@ from training.evaluate import (
     label_table,
     macro_pr_auc_gap,
     plot_pr_curves,
+    pinned_test_quality,
     plot_reliability,
 )
 from training.export import (
@@ -186,6 +187,9 @@ def run_pipeline(config: RunConfig) -> Path | None:
                                                           config.policy.confidence)
         for name, table in metrics["test"].items():
             metrics["macro_pr_auc"][name] = {lang: block["macro_pr_auc"] for lang, block in table.items()}
+        if config.data.split.pinned:
+            metrics["test_pinned"] = pinned_test_quality(test, test_proba, y_test, list(LABELS), thresholds,
+                                                         config.data.split.pinned)
         plot_reliability(test_logits, at_base_rate, y_test, run_dir / PLOTS[0])
         plot_pr_curves(curves, y_test, list(LABELS), run_dir / PLOTS[1])
         metrics["parity"] = parity

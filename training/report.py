@@ -96,6 +96,16 @@ Gate (`eval.max_flag_rate`, mode `{gate['mode']}`): {verdict}
 """
 
 
+def pinned_section(pinned: dict | None) -> str:
+    """The like-for-like figures on the pinned corpus version's test messages, if any."""
+    if not pinned or not pinned.get("macro_pr_auc"):
+        return ""
+    per_lang = ", ".join(f"{lang} {_f(v)}" for lang, v in pinned["macro_pr_auc"].items() if lang != "all")
+    return (f"On the {pinned['messages']} test messages of the pinned earlier corpus version "
+            f"(`{pinned['pin_file']}`; compare with that version's models here): macro PR-AUC "
+            f"{_f(pinned['macro_pr_auc']['all'])} ({per_lang}).\n")
+
+
 def model_card(*, name: str, version: str, base_model: str, pooling: str, labels: list[str],
                languages: list[str], calibration: dict, metrics: dict, data_summary: dict) -> str:
     """Markdown model card for the bundle."""
@@ -152,6 +162,7 @@ Per label × language, torch model with calibrated probabilities:
 
 {metrics_table(metrics['test']['torch'], labels, policies)}
 
+{pinned_section(metrics.get('test_pinned'))}
 Calibration (test split, all labels, at its own base rate): ECE {cal['ece_before']:.3f} → {cal['ece_after']:.3f};
 Brier {cal['brier_before']:.4f} → {cal['brier_after']:.4f}.
 {background_section(metrics.get('background'), labels)}
