@@ -23,9 +23,19 @@ import numpy as np
 #: Where the default model is built (``make model``) and looked for (service, CLI, benchmarks).
 DEFAULT_BUNDLE_DIR = "models/default"
 
-#: Manifest schema versions this code can read.
-SCHEMA_VERSION = 1
-SUPPORTED_SCHEMA_VERSIONS = (1,)
+#: Manifest schema versions this code can read. Version 2 added ``serving``.
+SCHEMA_VERSION = 2
+SUPPORTED_SCHEMA_VERSIONS = (1, 2)
+
+#: Scoring entry points that each have a default policy in ``bundle.json → serving``:
+#: ``api`` (the HTTP service and ``Scorer.score``) and ``batch`` (file scoring).
+ENTRY_POINTS = ("api", "batch")
+#: Request limits in ``bundle.json → serving``.
+LIMITS = ("max_messages", "max_text_chars", "max_id_chars")
+#: What bundles of schema version 1 (0.1.0), whose manifest has no ``serving``
+#: section, were served with. From version 2 on, the manifest says it.
+SCHEMA_1_SERVING = {"max_messages": 256, "max_text_chars": 5000, "max_id_chars": 256,
+                    "default_policy": {"api": "moderation", "batch": "triage"}}
 
 # File names inside a bundle: the only place they are spelled.
 MANIFEST_FILE = "bundle.json"
@@ -43,6 +53,14 @@ VARIANTS = {"int8": MODEL_FILE, "fp32": MODEL_FP32_FILE}
 
 class BundleError(Exception):
     """A bundle is missing, malformed, of an unknown schema version or tampered with."""
+
+
+class UnknownPolicyError(ValueError):
+    """A policy the bundle has no thresholds for (the one check: ``Bundle.check_policy``)."""
+
+    def __init__(self, policy: str, known: tuple[str, ...]) -> None:
+        super().__init__(f"unknown policy {policy!r}; this model has {list(known)}")
+        self.policy, self.known = policy, known
 
 
 def sha256_file(path: Path) -> str:
@@ -115,6 +133,30 @@ class Bundle:
         return tuple(self.calibration["policies"])
 
     @property
+    def serving(self) -> dict[str, Any]:
+        """Request limits and default policies for every scoring entry point."""
+        return self.manifest.get("serving") or SCHEMA_1_SERVING
+
+    @property
+    def limits(self) -> dict[str, int]:
+        """``max_messages`` per request, ``max_text_chars`` per message, ``max_id_chars``."""
+        return {k: int(self.serving[k]) for k in LIMITS}
+
+    def default_policy(self, entry: str) -> str:
+        """The policy ``entry`` (one of ``ENTRY_POINTS``) uses when the caller names none."""
+        if entry not in ENTRY_POINTS:
+            raise ValueError(f"unknown entry point {entry!r}; one of {list(ENTRY_POINTS)}")
+        return self.serving["default_policy"][entry]
+
+    def check_policy(self, policy: str | None, entry: str = "api") -> str:
+        """``policy``, or ``entry``'s default when it is ``None``; an unknown one raises
+        :class:`UnknownPolicyError`."""
+        policy = self.default_policy(entry) if policy is None else policy
+        if policy not in self.calibration["policies"]:
+            raise UnknownPolicyError(policy, self.policies)
+        return policy
+
+    @property
     def tokenizer_path(self) -> Path:
         return self.path / TOKENIZER_FILE
 
@@ -178,9 +220,7 @@ class Bundle:
 
     def thresholds(self, policy: str) -> np.ndarray:
         """Per-label thresholds of ``policy``, in label order."""
-        if policy not in self.calibration["policies"]:
-            raise BundleError(f"unknown policy {policy!r}; this bundle has {list(self.policies)}")
-        per_label = self.calibration["policies"][policy]
+        per_label = self.calibration["policies"][self.check_policy(policy)]
         return np.array([per_label[lb]["threshold"] for lb in self.labels], dtype=np.float32)
 
 
@@ -218,6 +258,7 @@ def load_bundle(path: str | Path, *, verify: bool = True) -> Bundle:
     calibration = _read_json(root / CALIBRATION_FILE)
     metrics = _read_json(root / METRICS_FILE)
     bundle = Bundle(root, manifest, calibration, metrics)
+    _check_serving(bundle)
     for lb in bundle.labels:
         if lb not in calibration.get("labels", {}):
             raise BundleError(f"{root}: {CALIBRATION_FILE} has no calibration for label {lb!r}")
@@ -225,6 +266,23 @@ def load_bundle(path: str | Path, *, verify: bool = True) -> Bundle:
             if lb not in per_label:
                 raise BundleError(f"{root}: policy {policy!r} has no threshold for label {lb!r}")
     return bundle
+
+
+def _check_serving(bundle: Bundle) -> None:
+    """Schema 2 needs a whole ``serving`` section whose default policies the bundle has."""
+    root, serving = bundle.path, bundle.manifest.get("serving")
+    if bundle.manifest["schema_version"] >= 2 and not isinstance(serving, dict):
+        raise BundleError(f"{root}: {MANIFEST_FILE} (schema version 2) has no 'serving' section")
+    serving = bundle.serving
+    bad = [k for k in LIMITS if not isinstance(serving.get(k), int) or serving[k] < 1]
+    if bad:
+        raise BundleError(f"{root}: serving limits {bad} must be positive integers")
+    defaults = serving.get("default_policy")
+    if not isinstance(defaults, dict) or set(defaults) != set(ENTRY_POINTS):
+        raise BundleError(f"{root}: serving.default_policy must name a policy for each of {list(ENTRY_POINTS)}")
+    unknown = sorted({p for p in defaults.values() if p not in bundle.calibration.get("policies", {})})
+    if unknown:
+        raise BundleError(f"{root}: serving.default_policy names policies {unknown} that have no thresholds")
 
 
 def write_bundle(
@@ -245,8 +303,12 @@ def write_bundle(
     metrics: dict[str, Any],
     card: str,
     config: dict[str, Any],
+    serving: dict[str, Any],
 ) -> Bundle:
     """Write a complete bundle atomically and return it, verified.
+
+    ``serving`` holds the request limits (``LIMITS``) and ``default_policy`` per
+    entry point (``ENTRY_POINTS``) that every scorer of this bundle applies.
 
     ``files`` maps bundle file names (``MODEL_FILE`` for int8, ``MODEL_FP32_FILE``,
     ``TOKENIZER_FILE``, plots) to the paths to copy from; ``serving_variant``
@@ -276,6 +338,7 @@ def write_bundle(
                      "variants": {k: v for k, v in VARIANTS.items() if (tmp / v).exists()},
                      "serving_variant": serving_variant},
             "calibration_method": calibration.get("method"),
+            "serving": serving,
             "files": {p.name: sha256_file(p) for p in sorted(tmp.iterdir())},
             "config": config,
         }

@@ -64,7 +64,8 @@ class BatchConfig:
     input: Path
     output: Path
     bundle: Path = Path(DEFAULT_BUNDLE_DIR)
-    policy: str = "triage"
+    #: ``None``: the bundle's default for batch scoring (``bundle.json → serving``).
+    policy: str | None = None
     text_column: str = "text"
     sort: str | None = None
     resume: bool = False
@@ -463,8 +464,7 @@ def score_file(config: BatchConfig, scorer=None) -> BatchSummary:
 
         scorer = Scorer.from_bundle(config.bundle, batch_size=config.batch_size,
                                     intra_op_threads=config.intra_op_threads)
-    if config.policy not in scorer.policies:
-        raise ValueError(f"unknown policy {config.policy!r}; this model has {list(scorer.policies)}")
+    config = dataclasses.replace(config, policy=scorer.bundle.check_policy(config.policy, "batch"))
     reader = Reader(config.input, config.chunk_rows)
     if config.text_column not in reader.columns:
         raise ValueError(f"{config.input} has no column {config.text_column!r} (columns: {reader.columns}); "

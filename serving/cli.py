@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from models.bundle import DEFAULT_BUNDLE_DIR
+from serving.batch import SORT_KEYS, BatchConfig
+
+# Defaults are BatchConfig's own (its class attributes), never spelled here.
 
 
 def _score(args: argparse.Namespace) -> int:
@@ -29,17 +31,20 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                     "or empty text are kept with an error. Interrupted runs continue with --resume.")
     p.add_argument("input", type=str, help="input file (.csv, .jsonl, .ndjson, .parquet)")
     p.add_argument("-o", "--output", required=True, help="output file; written atomically")
-    p.add_argument("--bundle", default=DEFAULT_BUNDLE_DIR, help=f"model bundle folder (default: {DEFAULT_BUNDLE_DIR})")
-    p.add_argument("--policy", default="triage", help="threshold policy for flags and priority (default: triage)")
-    p.add_argument("--text-column", default="text", help="column holding the message text (default: text)")
-    p.add_argument("--sort", choices=["priority"], default=None,
+    p.add_argument("--bundle", default=BatchConfig.bundle, help="model bundle folder (default: %(default)s)")
+    p.add_argument("--policy", default=BatchConfig.policy,
+                   help="threshold policy for flags and priority (default: the bundle's batch default, "
+                        "triage in the default model; GET /model or bundle.json → serving)")
+    p.add_argument("--text-column", default=BatchConfig.text_column,
+                   help="column holding the message text (default: %(default)s)")
+    p.add_argument("--sort", choices=SORT_KEYS, default=BatchConfig.sort,
                    help="order the output most urgent first (urgent, high, normal, low; stable; errors last)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run of the same command")
-    p.add_argument("--chunk-rows", dest="chunk_rows", type=int, default=8192,
-                   help="rows read, scored and checkpointed at a time (default: 8192)")
-    p.add_argument("--batch-size", dest="batch_size", type=int, default=32,
-                   help="messages per model call (default: 32)")
-    p.add_argument("--threads", dest="intra_op_threads", type=int, default=None,
+    p.add_argument("--chunk-rows", dest="chunk_rows", type=int, default=BatchConfig.chunk_rows,
+                   help="rows read, scored and checkpointed at a time (default: %(default)s)")
+    p.add_argument("--batch-size", dest="batch_size", type=int, default=BatchConfig.batch_size,
+                   help="messages per model call (default: %(default)s)")
+    p.add_argument("--threads", dest="intra_op_threads", type=int, default=BatchConfig.intra_op_threads,
                    help="onnxruntime intra-op threads (default: all available cores)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.set_defaults(func=_score)

@@ -1,14 +1,15 @@
 """Request and response models of the HTTP API.
 
 The request models are BentoML IO descriptors (pydantic models), so that
-BentoML uses them as they are. Every input model forbids unknown fields and sets ``hide_input_in_errors`` so
+BentoML uses them as they are. They are built for the loaded bundle
+(:func:`request_models`): its ``serving`` section sets the limits and the default policy. Every input model forbids unknown fields and sets ``hide_input_in_errors`` so
 that neither an error response nor a logged validation error ever contains the
 text of a message.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 from bentoml import IODescriptor
 from pydantic import (
@@ -21,8 +22,6 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from serving.settings import MAX_ID_CHARS, MAX_MESSAGES, MAX_TEXT_CHARS
-
 _INPUT_CONFIG = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
 
@@ -32,78 +31,88 @@ def _not_blank(text: str) -> str:
     return text
 
 
-#: One message text: 1 to ``MAX_TEXT_CHARS`` characters, not only whitespace.
-Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
+class RequestModels(NamedTuple):
+    """The request models of one bundle (its limits and default policy)."""
+
+    Message: type[BaseModel]
+    ScoreRequest: type[IODescriptor]
+    ProbaRequest: type[IODescriptor]
 
 
-class Message(BaseModel):
-    """A message to score; ``id`` is echoed back so results can be matched."""
+def request_models(limits: dict[str, int], default_policy: str) -> RequestModels:
+    """Request models for a bundle's ``serving`` section (``Bundle.limits``, the ``api``
+    default policy): the bundle is the one place those facts live."""
+    max_messages, max_text_chars = limits["max_messages"], limits["max_text_chars"]
+    #: One message text: 1 to ``max_text_chars`` characters, not only whitespace.
+    Text = Annotated[str, Field(min_length=1, max_length=max_text_chars)]
 
-    model_config = _INPUT_CONFIG
+    class Message(BaseModel):
+        """A message to score; ``id`` is echoed back so results can be matched."""
 
-    id: str = Field(min_length=1, max_length=MAX_ID_CHARS)
-    text: Text
+        model_config = _INPUT_CONFIG
 
-    @field_validator("text")
-    @classmethod
-    def _check_text(cls, value: str) -> str:
-        return _not_blank(value)
+        id: str = Field(min_length=1, max_length=limits["max_id_chars"])
+        text: Text
 
+        @field_validator("text")
+        @classmethod
+        def _check_text(cls, value: str) -> str:
+            return _not_blank(value)
 
-def _messages_accept_strings(schema: dict[str, Any]) -> None:
-    """Document that ``messages`` items may be bare strings.
+    def messages_accept_strings(schema: dict[str, Any]) -> None:
+        """Document that ``messages`` items may be bare strings.
 
-    Validation turns strings into objects first. The string branch comes first
-    because BentoML flattens ``anyOf`` to its first branch in ``/schema.json``,
-    and ``bentoml.SyncHTTPClient`` shapes its payload by that schema: under an
-    object schema it would turn a string into ``{}``; under a string schema it
-    passes strings and objects through unchanged.
-    """
-    schema["items"] = {"anyOf": [{"type": "string", "minLength": 1, "maxLength": MAX_TEXT_CHARS},
-                                 schema["items"]]}
+        Validation turns strings into objects first. The string branch comes first
+        because BentoML flattens ``anyOf`` to its first branch in ``/schema.json``,
+        and ``bentoml.SyncHTTPClient`` shapes its payload by that schema: under an
+        object schema it would turn a string into ``{}``; under a string schema it
+        passes strings and objects through unchanged.
+        """
+        schema["items"] = {"anyOf": [{"type": "string", "minLength": 1, "maxLength": max_text_chars},
+                                     schema["items"]]}
 
+    class ScoreRequest(IODescriptor):
+        """``{"messages": [{"id", "text"}, …], "policy": "moderation"}``.
 
-class ScoreRequest(IODescriptor):
-    """``{"messages": [{"id", "text"}, …], "policy": "moderation"}``.
+        A bare list of strings is accepted as the whole body or as ``messages``;
+        such messages get their position as id (``"0"``, ``"1"``, …).
+        """
 
-    A bare list of strings is accepted as the whole body or as ``messages``;
-    such messages get their position as id (``"0"``, ``"1"``, …).
-    """
+        model_config = _INPUT_CONFIG
 
-    model_config = _INPUT_CONFIG
+        messages: list[Message] = Field(min_length=1, max_length=max_messages,
+                                        json_schema_extra=messages_accept_strings)
+        policy: str = Field(default=default_policy, min_length=1, max_length=64)
 
-    messages: list[Message] = Field(min_length=1, max_length=MAX_MESSAGES,
-                                    json_schema_extra=_messages_accept_strings)
-    policy: str = Field(default="moderation", min_length=1, max_length=64)
+        @model_validator(mode="before")
+        @classmethod
+        def _bare_list(cls, data: Any) -> Any:
+            return {"messages": data} if isinstance(data, list) else data
 
-    @model_validator(mode="before")
-    @classmethod
-    def _bare_list(cls, data: Any) -> Any:
-        return {"messages": data} if isinstance(data, list) else data
+        @field_validator("messages", mode="before")
+        @classmethod
+        def _strings_to_messages(cls, value: Any) -> Any:
+            if isinstance(value, list):
+                return [{"id": str(i), "text": m} if isinstance(m, str) else m for i, m in enumerate(value)]
+            return value
 
-    @field_validator("messages", mode="before")
-    @classmethod
-    def _strings_to_messages(cls, value: Any) -> Any:
-        if isinstance(value, list):
-            return [{"id": str(i), "text": m} if isinstance(m, str) else m for i, m in enumerate(value)]
-        return value
+    class ProbaRequest(IODescriptor):
+        """``{"texts": [...]}``: the batchable endpoint that adaptive batching merges."""
 
+        model_config = _INPUT_CONFIG
 
-class ProbaRequest(IODescriptor):
-    """``{"texts": [...]}``: the batchable endpoint that adaptive batching merges."""
+        texts: list[Text] = Field(min_length=1, max_length=max_messages)
 
-    model_config = _INPUT_CONFIG
+        @field_validator("texts")
+        @classmethod
+        def _no_blank(cls, value: list[str]) -> list[str]:
+            for i, text in enumerate(value):
+                if not text.strip():
+                    raise PydanticCustomError("empty_text", "text {index} is empty or only whitespace",
+                                              {"index": i})
+            return value
 
-    texts: list[Text] = Field(min_length=1, max_length=MAX_MESSAGES)
-
-    @field_validator("texts")
-    @classmethod
-    def _no_blank(cls, value: list[str]) -> list[str]:
-        for i, text in enumerate(value):
-            if not text.strip():
-                raise PydanticCustomError("empty_text", "text {index} is empty or only whitespace",
-                                          {"index": i})
-        return value
+    return RequestModels(Message, ScoreRequest, ProbaRequest)
 
 
 class MessageScore(BaseModel):

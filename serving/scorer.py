@@ -243,9 +243,7 @@ class Scorer:
 
     def flags(self, proba: np.ndarray, policy: str) -> np.ndarray:
         """``proba >= threshold`` of ``policy``, a boolean array of the same shape."""
-        if policy not in self.thresholds:
-            raise ValueError(f"unknown policy {policy!r}; this model has {list(self.policies)}")
-        return np.asarray(proba) >= self.thresholds[policy]
+        return np.asarray(proba) >= self.thresholds[self.bundle.check_policy(policy)]
 
     def priorities(self, flags: np.ndarray) -> list[str]:
         """Triage priority per row of ``flags``: the first rule with a flagged label wins."""
@@ -255,8 +253,10 @@ class Scorer:
             out[(flags & mask).any(axis=1)] = level
         return out.tolist()
 
-    def scores_from_proba(self, proba: np.ndarray, policy: str = "moderation") -> list[Score]:
-        """:class:`Score` objects for already computed probabilities."""
+    def scores_from_proba(self, proba: np.ndarray, policy: str | None = None) -> list[Score]:
+        """:class:`Score` objects for already computed probabilities (``policy``: default,
+        the bundle's ``api`` default)."""
+        policy = self.bundle.check_policy(policy)
         flags = self.flags(proba, policy)
         priorities = self.priorities(flags)
         return [
@@ -266,10 +266,10 @@ class Scorer:
             for row, frow, prio in zip(proba, flags, priorities, strict=True)
         ]
 
-    def score(self, texts: list[str], policy: str = "moderation") -> list[Score]:
-        """Scores, flags and triage priority of every text under ``policy``."""
-        if policy not in self.thresholds:  # fail before the model runs
-            raise ValueError(f"unknown policy {policy!r}; this model has {list(self.policies)}")
+    def score(self, texts: list[str], policy: str | None = None) -> list[Score]:
+        """Scores, flags and triage priority of every text under ``policy`` (default: the
+        bundle's ``api`` default)."""
+        policy = self.bundle.check_policy(policy)  # fail before the model runs
         return self.scores_from_proba(self.proba(texts), policy)
 
 

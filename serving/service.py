@@ -34,6 +34,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from models.bundle import UnknownPolicyError, load_bundle
 from serving.auth import (
     INTERNAL_TOKEN,
     ApiKeyMiddleware,
@@ -45,23 +46,23 @@ from serving.auth import (
     serve_command_host,
 )
 from serving.metrics import service_metrics
-from serving.schemas import (
-    Message,
-    MessageScore,
-    ProbaRequest,
-    ScoreRequest,
-    ScoreResponse,
-    unknown_policy_error,
-)
+from serving.schemas import MessageScore, ScoreResponse, request_models, unknown_policy_error
 from serving.scorer import Scorer
-from serving.settings import MAX_ID_CHARS, MAX_MESSAGES, MAX_TEXT_CHARS, ServiceSettings
+from serving.settings import ServiceSettings
 
 # A child of the "bentoml" logger, so that `bentoml serve` shows its lines.
 logger = logging.getLogger("bentoml.qorgan")
 
+# The endpoints' request schemas come from the bundle's manifest (limits, default
+# policy), read here because BentoML needs them when the class is defined. The
+# files are verified when a worker loads the bundle (Qorgan.__init__).
+_SERVING = load_bundle(ServiceSettings.from_env().bundle, verify=False)
+_REQUESTS = request_models(_SERVING.limits, _SERVING.default_policy("api"))
+Message = _REQUESTS.Message
+
 #: Adaptive batching: the most texts merged into one model call, and the longest
 #: a request may wait in the batching queue (the dispatcher answers 503 beyond it).
-MAX_BATCH_TEXTS = 4 * MAX_MESSAGES
+MAX_BATCH_TEXTS = 4 * _SERVING.limits["max_messages"]
 MAX_LATENCY_MS = 30_000
 
 
@@ -109,11 +110,13 @@ class Qorgan:
 
     # -- endpoints ---------------------------------------------------------------
 
-    @bentoml.api(route="/score", input_spec=ScoreRequest)
-    async def score(self, messages: list[Message], policy: str = "moderation") -> ScoreResponse:
+    @bentoml.api(route="/score", input_spec=_REQUESTS.ScoreRequest)
+    async def score(self, messages: list[Message], policy: str) -> ScoreResponse:
         """Score messages under a policy: calibrated scores, flags and triage priority per message."""
-        if policy not in self.scorer.policies:
-            raise unknown_policy_error(policy, self.scorer.policies)
+        try:
+            self.scorer.bundle.check_policy(policy)
+        except UnknownPolicyError as exc:
+            raise unknown_policy_error(exc.policy, exc.known) from None
         proba = await self._proba([m.text for m in messages])
         scores = self.scorer.scores_from_proba(proba, policy)
         self._metrics.record(policy, self.scorer.labels,
@@ -124,7 +127,7 @@ class Qorgan:
             results=[MessageScore(id=m.id, scores=s.scores, flags=s.flags, priority=s.priority)
                      for m, s in zip(messages, scores, strict=True)])
 
-    @bentoml.api(route="/proba", input_spec=ProbaRequest, batchable=True,
+    @bentoml.api(route="/proba", input_spec=_REQUESTS.ProbaRequest, batchable=True,
                  max_batch_size=MAX_BATCH_TEXTS, max_latency_ms=MAX_LATENCY_MS)
     def proba(self, texts: list[str]) -> list[list[float]]:
         """Calibrated probabilities per text, in the label order of ``GET /model``."""
@@ -163,13 +166,12 @@ class Qorgan:
             "labels": list(bundle.labels),
             "languages": list(bundle.languages),
             "policies": policies,
-            "default_policy": ScoreRequest.model_fields["policy"].default,
+            "default_policy": bundle.serving["default_policy"],
             "priority": bundle.priority,
             "calibration_method": manifest.get("calibration_method"),
             "prevalence": bundle.prevalence(),
             "max_length_tokens": bundle.max_length,
-            "limits": {"max_messages": MAX_MESSAGES, "max_text_chars": MAX_TEXT_CHARS,
-                       "max_id_chars": MAX_ID_CHARS},
+            "limits": bundle.limits,
             "metrics": bundle.metrics_summary(),
         }
 

@@ -27,13 +27,10 @@ ENV_API_KEYS_FILE = "QORGAN_API_KEYS_FILE"
 #: batching merges concurrent requests); ``0`` (default) scores in a worker thread.
 ENV_ADAPTIVE_BATCHING = "QORGAN_ADAPTIVE_BATCHING"
 
-#: Request limits. ``MAX_TEXT_CHARS`` is the same bound as the data schema's
-#: (serving must not import ``data``; tests/test_service.py checks they agree):
-#: a longer message is refused, not cut.
-MAX_MESSAGES = 256
-MAX_TEXT_CHARS = 5000
-MAX_ID_CHARS = 256
-#: 256 messages × 5,000 characters, JSON-escaped (up to 6 bytes a character), plus framing.
+# Request limits (messages per request, characters per message and id) are the
+# bundle's: bundle.json → serving, read through models.bundle.Bundle.limits.
+#: Largest request body: 256 messages × 5,000 characters (the default limits),
+#: JSON-escaped (up to 6 bytes a character), plus framing.
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 
 

@@ -14,6 +14,9 @@ MINI_CORPUS = FIXTURES / "mini_corpus.jsonl"
 BACKGROUND_TEXTS = FIXTURES / "background.jsonl"
 #: The background source of the tiny run that is held out for evaluation.
 HELD_OUT_SOURCE = "bg-b"
+#: The tiny bundle's request limits, unlike the defaults, so that tests show every
+#: scorer reads them from the bundle (bundle.json → serving).
+TINY_LIMITS = {"max_messages": 64, "max_text_chars": 1000, "max_id_chars": 64}
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -117,6 +120,7 @@ def tiny_run_config(tmp_path_factory, tiny_base_model, tiny_background, tiny_pin
         f"run_dir={root / 'run'}",
         f"bundle_dir={root / 'bundle'}",
         "name=qorgan-tiny",
+        *(f"serving.{k}={v}" for k, v in TINY_LIMITS.items()),
     ])
 
 

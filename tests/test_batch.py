@@ -217,11 +217,13 @@ def test_empty_input_gives_empty_output(scorer, tmp_path):
 def test_qorgan_score_command(tiny_bundle, tmp_path, capsys):
     src = write_input(tmp_path / "in.csv")
     out = tmp_path / "scored.jsonl"
+    # No --policy: the bundle's batch default (triage), not the HTTP API's (moderation).
     code = qorgan.main(["score", str(src), "-o", str(out), "--bundle", str(tiny_bundle),
-                        "--policy", "triage", "--text-column", "text", "--sort", "priority",
+                        "--text-column", "text", "--sort", "priority",
                         "--chunk-rows", "16", "--threads", "1"])
     captured = capsys.readouterr()
     assert code == 0
+    assert "policy triage" in captured.out
     assert len(read_output(out)) == N_ROWS
     assert f"rows in: {N_ROWS}" in captured.out and f"rows with errors: {len(BAD)}" in captured.out
     assert "per priority:" in captured.out

@@ -3,6 +3,7 @@ policy flags, triage priority, micro-batching, and no torch on the scoring path.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -147,12 +148,15 @@ def test_threads_default_to_cores_per_worker(tiny_bundle):
     assert scorer.session.get_session_options().intra_op_num_threads == 1
 
 
-def test_serving_never_imports_torch_transformers_data_or_training():
+def test_serving_never_imports_torch_transformers_data_or_training(tiny_bundle):
     root = Path(__file__).resolve().parents[1]
+    # serving.service reads the bundle's manifest when imported (its request limits).
+    env = {**os.environ, "QORGAN_BUNDLE": str(tiny_bundle)}
     code = ("import sys, serving.scorer, serving.batch, serving.cli, serving.service; "
             "bad = sorted({m.split('.')[0] for m in sys.modules} & "
             "{'torch', 'transformers', 'data', 'training'}); print(bad); sys.exit(1 if bad else 0)")
-    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120,
+                          env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     banned = re.compile(r"^\s*(from|import)\s+(torch|transformers|data|training)\b", re.MULTILINE)
     for source in (root / "serving").glob("*.py"):

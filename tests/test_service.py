@@ -9,17 +9,18 @@ import logging
 
 import numpy as np
 import pytest
+from conftest import TINY_LIMITS
 from starlette.testclient import TestClient
 
 from models.bundle import load_bundle
 from serving.auth import ApiKeys, InsecureBindError, check_bind, is_loopback
-from serving.settings import MAX_MESSAGES, MAX_TEXT_CHARS
 
 KEYS = ("key-one-for-tests", "key-two-for-tests")
 AUTH = {"Authorization": f"Bearer {KEYS[0]}"}
 MAX_BODY = 200_000
 #: A distinctive, neutral marker; it must never appear in any log line.
 MARKER = "zebra-lantern-7731"
+MAX_MESSAGES, MAX_TEXT_CHARS = TINY_LIMITS["max_messages"], TINY_LIMITS["max_text_chars"]
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +123,8 @@ def test_model_info(client, bundle):
         got = [info["policies"][policy][lb]["threshold"] for lb in bundle.labels]
         np.testing.assert_allclose(got, bundle.thresholds(policy), rtol=1e-6)
     assert info["priority"] == bundle.priority
-    assert info["limits"] == {"max_messages": MAX_MESSAGES, "max_text_chars": MAX_TEXT_CHARS, "max_id_chars": 256}
+    assert info["limits"] == bundle.limits == TINY_LIMITS
+    assert info["default_policy"] == {"api": "moderation", "batch": "triage"} == bundle.serving["default_policy"]
     assert set(info["metrics"]) == {"macro_pr_auc", "calibration", "served_variant", "int8_recipe", "int8_parity",
                                    "ordinary_text_flag_rate"}
     assert info["metrics"]["served_variant"] == bundle.serving_variant
@@ -264,10 +266,3 @@ def test_adaptive_batching_switch():
     assert ServiceSettings.from_env({"QORGAN_ADAPTIVE_BATCHING": "1"}).adaptive_batching is True
     with pytest.raises(ValueError, match="QORGAN_ADAPTIVE_BATCHING must be 0 or 1"):
         ServiceSettings.from_env({"QORGAN_ADAPTIVE_BATCHING": "maybe"})
-
-
-def test_the_service_text_limit_is_the_data_schema_limit():
-    # Serving may not import `data`, so the bound is spelled twice; this keeps them one fact.
-    from data.schema import MAX_TEXT_CHARS as DATA_MAX_TEXT_CHARS
-
-    assert MAX_TEXT_CHARS == DATA_MAX_TEXT_CHARS

