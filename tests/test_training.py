@@ -117,6 +117,30 @@ def test_default_config_loads_and_round_trips(tmp_path):
     assert load_config(saved) == config
 
 
+def test_default_config_holds_only_values_that_differ_from_the_defaults():
+    import yaml
+
+    from training.config import RunConfig
+
+    defaults = RunConfig().to_dict()
+
+    def leaves(tree, path=()):
+        for key, value in tree.items():
+            if isinstance(value, dict) and isinstance(_at(defaults, (*path, key)), dict) and value:
+                yield from leaves(value, (*path, key))
+            else:
+                yield (*path, key), value
+
+    def _at(tree, path):
+        for key in path:
+            tree = tree[key]
+        return tree
+
+    tree = yaml.safe_load(open("training/configs/default.yaml", encoding="utf-8"))
+    same = [".".join(path) for path, value in leaves(tree) if _at(defaults, path) == value]
+    assert not same, f"default.yaml repeats defaults: {same}"
+
+
 def test_parity_gates_refuse_drifting_graphs():
     rng = np.random.default_rng(0)
     logits = rng.normal(0, 2, (200, 4))
