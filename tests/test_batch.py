@@ -13,7 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import qorgan
-from serving.batch import BatchConfig, Reader, score_file
+from serving.batch import STATE_VERSION, BatchConfig, score_file
+from serving.batch_io import Reader
 from serving.scorer import Scorer
 
 N_ROWS = 53
@@ -37,8 +38,8 @@ def rows() -> list[dict]:
     return out
 
 
-def write_input(path: Path) -> Path:
-    data = rows()
+def write_input(path: Path, data: list[dict] | None = None) -> Path:
+    data = rows() if data is None else data
     if path.suffix == ".jsonl":
         with path.open("w", encoding="utf-8") as fh:
             for r in data:
@@ -47,9 +48,9 @@ def write_input(path: Path) -> Path:
     elif path.suffix == ".csv":
         with path.open("w", encoding="utf-8", newline="") as fh:
             w = csv.writer(fh)
-            w.writerow(["id", "text", "group"])
+            w.writerow(list(data[0]))
             for r in data:
-                w.writerow([r["id"], "" if r["text"] is None else r["text"], r["group"]])
+                w.writerow(["" if v is None else v for v in r.values()])
     else:
         pq.write_table(pa.Table.from_pylist(data), path)
     return path
@@ -112,6 +113,56 @@ def test_error_reasons(scorer, tmp_path):
     assert [r["error"] for r in got] == [None, "text is a int, not a string", "missing text", "empty text",
                                          "line 5 is not valid JSON", "line 6 is not a JSON object", None]
     assert summary.rows_in == 7 and summary.rows_error == 5
+
+
+@pytest.mark.parametrize("out_ext", [".jsonl", ".parquet"])
+def test_every_input_format_scores_the_same_rows_the_same(scorer, tmp_path, out_ext):
+    texts = ['a "quoted", multi-line\nnote: see you at 5', "", "   ", "Сәлем, привет, hi", "ok"]
+    data = [{"id": f"r{i:02d}", "text": texts[i % len(texts)], "group": i % 3} for i in range(23)]
+    got = {}
+    for src_ext in (".csv", ".jsonl", ".parquet"):
+        out = tmp_path / f"out-{src_ext[1:]}{out_ext}"
+        run(scorer, write_input(tmp_path / f"in{src_ext}", data), out)
+        got[src_ext] = read_output(out)
+    scored = [*(f"score_{lb}" for lb in scorer.labels), *(f"flag_{lb}" for lb in scorer.labels),
+              "priority", "error"]
+    columns = {ext: [{c: r[c] for c in ["id", "text", *scored]} for r in out] for ext, out in got.items()}
+    assert columns[".csv"] == columns[".jsonl"] == columns[".parquet"]
+    assert [r["error"] for r in columns[".csv"]][:5] == [None, "empty text", "empty text", None, None]
+    assert all(r["priority"] in scorer.priority_levels for r in columns[".csv"] if r["error"] is None)
+
+
+def test_jsonl_values_of_any_type_are_kept(scorer, tmp_path):
+    records = [{"id": 1, "text": "fine note", "meta": {"a": [1, 2]}, "n": 1, "ok": True},
+               {"id": 2, "text": 5, "meta": [1, "x"], "n": 2.5},
+               {"id": 3, "meta": None, "ok": False, "big": 2**70}]
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in records) + "not json\n[1, 2]\n", encoding="utf-8")
+    errors = [None, "text is a int, not a string", "missing text", "line 4 is not valid JSON",
+              "line 5 is not a JSON object"]
+    columns = ["id", "text", "meta", "n", "ok", "big"]
+
+    run(scorer, src, tmp_path / "out.jsonl", chunk_rows=2)
+    back = read_output(tmp_path / "out.jsonl")
+    assert [r["error"] for r in back] == errors
+    assert [{c: r[c] for c in columns} for r in back] == [{c: r.get(c) for c in columns}
+                                                          for r in [*records, {}, {}]]
+    assert back[0]["n"] == 1.0 and back[2]["big"] == 2**70  # one JSON number type; beyond int64 kept
+
+    run(scorer, src, tmp_path / "out.csv", chunk_rows=2)
+    as_csv = read_output(tmp_path / "out.csv")
+    assert [r["error"] or None for r in as_csv] == errors
+    assert [r["meta"] for r in as_csv] == ['{"a": [1, 2]}', '[1, "x"]', "", "", ""]
+    assert [r["text"] for r in as_csv] == ["fine note", "5", "", "", ""]
+    assert [r["ok"] for r in as_csv] == ["true", "", "false", "", ""]
+
+    run(scorer, src, tmp_path / "out.parquet", chunk_rows=2)
+    table = pq.read_table(tmp_path / "out.parquet")
+    assert [str(table.schema.field(c).type) for c in columns] == ["int64", "string", "string", "double",
+                                                                  "bool", "string"]
+    assert table.column("text").to_pylist() == ["fine note", "5", None, None, None]
+    assert table.column("big").to_pylist() == [None, None, str(2**70), None, None]
+    assert table.column("error").to_pylist() == errors
 
 
 class KeywordScorer:
@@ -185,11 +236,73 @@ def test_resume_after_a_crash_neither_loses_nor_duplicates_rows(scorer, tmp_path
     assert read_output(fresh) == got
 
 
+def crash_after_three_chunks(scorer, src: Path, out: Path, sort: str | None) -> Path:
+    """A run that died scoring its fourth chunk; its work folder."""
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(KeywordScorer(scorer, fail_on_call=4), src, out, sort=sort)
+    return out.parent / f".{out.name}.qorgan-parts"
+
+
+@pytest.mark.parametrize("sort", [None, "priority"])
+def test_part_order_comes_from_the_state_not_file_names(scorer, tmp_path, sort):
+    src = tmp_path / "in.parquet"
+    pq.write_table(pa.Table.from_pylist(keyword_rows(57)), src)
+    out = tmp_path / "out.csv"
+    work = crash_after_three_chunks(scorer, src, out, sort)
+    state = json.loads((work / "state.json").read_text())
+    assert {p["chunk"] for p in state["parts"]} == {0, 1, 2}
+    assert all((p["bucket"] is None) == (sort is None) for p in state["parts"])
+    # Names that sort the other way round and say nothing of chunk or bucket.
+    for i, part in enumerate(state["parts"]):
+        new = f"renamed-{chr(ord('z') - i)}.csv"
+        (work / part["file"]).rename(work / new)
+        part["file"] = new
+    (work / "state.json").write_text(json.dumps(state))
+
+    run(KeywordScorer(scorer), src, out, sort=sort, resume=True)
+    fresh = tmp_path / "fresh.csv"
+    run(KeywordScorer(scorer), src, fresh, sort=sort)
+    assert read_output(out) == read_output(fresh)
+
+
+def test_resume_refuses_a_state_of_an_older_version(scorer, tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in keyword_rows(45)), encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    work = crash_after_three_chunks(scorer, src, out, "priority")
+    state = json.loads((work / "state.json").read_text())
+    assert state["version"] == STATE_VERSION
+    # Version 1 listed part file names only; their order was parsed from the names.
+    state.update(version=1, parts=[p["file"] for p in state["parts"]])
+    (work / "state.json").write_text(json.dumps(state))
+    with pytest.raises(ValueError, match="made with a different state version; delete that folder"):
+        run(KeywordScorer(scorer), src, out, sort="priority", resume=True)
+    assert work.exists() and not out.exists()
+
+
 def test_reader_streams_fixed_size_chunks(tmp_path):
     src = write_input(tmp_path / "in.csv")
     reader = Reader(src, chunk_rows=CHUNK)
     assert reader.rows == N_ROWS and reader.columns == ["id", "text", "group"]
     assert [len(c) for c in reader] == [CHUNK] * (N_ROWS // CHUNK) + [N_ROWS % CHUNK]
+
+
+def test_reader_keeps_jsonl_lines_that_are_not_objects(tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text("not json\n[1]\n\n7\n", encoding="utf-8")
+    reader = Reader(src, chunk_rows=2)
+    assert reader.rows == 3 and reader.columns == []
+    chunks = list(reader)
+    assert [len(c) for c in chunks] == [2, 1]
+    assert chunks[1].problems == ["line 4 is not a JSON object"]
+
+
+def test_malformed_csv_fails_without_showing_the_row(tmp_path):
+    src = tmp_path / "in.csv"
+    src.write_text("id,text\nr1,fine\nr2,a secret message,extra\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="Expected 2 columns, got 3") as failure:
+        Reader(src, chunk_rows=CHUNK)
+    assert "secret" not in str(failure.value)
 
 
 def test_bad_runs_fail_clearly(scorer, tmp_path):
