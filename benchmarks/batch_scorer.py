@@ -1,8 +1,9 @@
 """Batch scorer benchmark: ``qorgan score INPUT -o OUTPUT --policy triage`` on a generated CSV.
 
-The CSV (``id,text``) is generated from the bundle's own messages (all
-splits, shuffled with a fixed seed, cycled to the requested row count) into
-a temporary folder that is deleted afterwards. The command runs in a
+The CSV (``id,text``) is generated from the training run's messages (all
+splits of ``--run-dir``; without it ``data/corpus``), shuffled with a fixed
+seed and cycled to the requested row count, into a temporary folder that is
+deleted afterwards. The command runs in a
 subprocess; its peak RSS comes from ``wait4`` (the kernel's own maximum for
 that process) and from polling the process tree with psutil every 50 ms.
 A 100-row run first measures the fixed start-up cost (imports, bundle
@@ -103,9 +104,13 @@ def _count_rows(path: Path) -> int | None:
 
 
 def bench_batch_scorer(bundle: str, rows: int, policy: str = "triage", warm_rows: int = 100,
-                       extra_args: tuple[str, ...] = (), timeout: float = 1800) -> dict:
-    """Score a generated ``rows``-row CSV with the ``qorgan score`` command; rows/s and peak RSS."""
-    splits = load_splits(bundle)
+                       extra_args: tuple[str, ...] = (), timeout: float = 1800,
+                       run_dir: Path | None = None) -> dict:
+    """Score a generated ``rows``-row CSV with the ``qorgan score`` command; rows/s and peak RSS.
+
+    The messages come from ``run_dir``'s splits, or ``data/corpus`` without one.
+    """
+    splits = load_splits(run_dir)
     texts = [r.text for part in (splits.train, splits.calib, splits.test) if part for r in part]
     tmp = Path(tempfile.mkdtemp(prefix="qorgan-bench-"))
     try:

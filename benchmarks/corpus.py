@@ -1,10 +1,13 @@
-"""The messages every benchmark runs on, chosen deterministically from the bundle's own data.
+"""The messages every benchmark runs on, chosen deterministically.
 
-The bundle's ``bundle.json`` records the training run's ``run_dir``; its
-prepared splits (``<run_dir>/data/{train,calib,test}.jsonl``) give the test
-split (held out from training, so quality is honest), which is shuffled with
-a fixed seed and cycled up to the requested count. Texts stay in memory and
-are never printed or written into results.
+The bundle does not ship its training run's data. With ``--run-dir`` (the
+training run folder, e.g. ``runs/default``) its prepared splits
+(``<run_dir>/data/{train,calib,test}.jsonl``) give the test split (held out
+from training, so quality is honest); without it the whole of ``data/corpus``
+stands in as the "test" messages (speed only: there is no train split and no
+honest quality). The chosen messages are shuffled with a fixed seed and
+cycled up to the requested count. Texts stay in memory and are never printed
+or written into results.
 """
 
 from __future__ import annotations
@@ -18,22 +21,26 @@ import numpy as np
 
 from data.schema import Record
 from data.split import read_split
-from models.bundle import load_bundle
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CORPUS_DIR = REPO_ROOT / "data" / "corpus"
+#: How every "needs the training run" message names the way to give it.
+RUN_DIR_HINT = "pass --run-dir (the training run folder, e.g. runs/default)"
 
 
-def resolve_run_dir(bundle_path: str | Path) -> Path | None:
-    """The training run folder named in the bundle's manifest, if it still exists here."""
-    bundle = load_bundle(bundle_path, verify=False)
-    run_dir = (bundle.manifest.get("config") or {}).get("run_dir")
-    if not run_dir:
-        return None
-    for candidate in (Path(run_dir), REPO_ROOT / run_dir, Path(bundle_path).resolve().parent / run_dir):
-        if candidate.is_dir():
-            return candidate.resolve()
-    return None
+def run_path(run_dir: Path | None, sub: str, what: str) -> Path:
+    """``<run_dir>/<sub>``, which must exist: the bundle does not ship ``what``.
+
+    Raises :class:`FileNotFoundError` naming ``--run-dir`` when no run folder was
+    given, or naming the missing path when the given one lacks it: the run folder
+    is never guessed (from the manifest or elsewhere).
+    """
+    if run_dir is None:
+        raise FileNotFoundError(f"{what} is not in the bundle: {RUN_DIR_HINT}")
+    path = Path(run_dir) / sub
+    if not path.exists():
+        raise FileNotFoundError(f"{what} is not in --run-dir {run_dir} (no {sub})")
+    return path
 
 
 def _corpus_records(corpus_dir: Path = CORPUS_DIR) -> list[Record]:
@@ -46,7 +53,7 @@ def _corpus_records(corpus_dir: Path = CORPUS_DIR) -> list[Record]:
 
 @dataclass(frozen=True)
 class Splits:
-    """Prepared splits of the bundle's training run (``None`` fields when unavailable)."""
+    """Prepared splits of the training run (``None`` fields when no run folder is given)."""
 
     train: list[Record] | None
     calib: list[Record] | None
@@ -54,14 +61,13 @@ class Splits:
     source: str
 
 
-def load_splits(bundle_path: str | Path) -> Splits:
-    """The bundle's prepared splits, or the whole corpus as ``test`` when the run folder is gone."""
-    run_dir = resolve_run_dir(bundle_path)
-    if run_dir is not None and (run_dir / "data" / "test.jsonl").is_file():
-        data = run_dir / "data"
-        return Splits(*(read_split(data, s) for s in ("train", "calib", "test")),
-                      source=f"{run_dir.name}/data test split")
-    return Splits(None, None, _corpus_records(), source="data/corpus (run folder not found)")
+def load_splits(run_dir: Path | None) -> Splits:
+    """The run's prepared splits; without ``run_dir``, the whole corpus as ``test``."""
+    if run_dir is None:
+        return Splits(None, None, _corpus_records(), source="data/corpus (no --run-dir)")
+    data = run_path(run_dir, "data/test.jsonl", "the prepared test split").parent
+    return Splits(*(read_split(data, s) for s in ("train", "calib", "test")),
+                  source=f"{Path(run_dir).name}/data test split")
 
 
 def cycle(items: list, n: int, seed: int = 0) -> list:
@@ -73,9 +79,9 @@ def cycle(items: list, n: int, seed: int = 0) -> list:
     return [order[i % len(order)] for i in range(n)]
 
 
-def benchmark_texts(bundle_path: str | Path, n: int = 2000, seed: int = 0) -> list[str]:
-    """The ``n`` benchmark messages: the test split, shuffled with ``seed``, cycled to ``n``."""
-    return cycle([r.text for r in load_splits(bundle_path).test], n, seed)
+def benchmark_texts(run_dir: Path | None, n: int = 2000, seed: int = 0) -> list[str]:
+    """The ``n`` benchmark messages: the test split (or the corpus), shuffled with ``seed``, cycled to ``n``."""
+    return cycle([r.text for r in load_splits(run_dir).test], n, seed)
 
 
 def label_matrix(records: list[Record]) -> np.ndarray:

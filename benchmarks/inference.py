@@ -1,16 +1,23 @@
 """Inference benchmark of one model variant, run in its own process.
 
-``python -m benchmarks.inference --bundle DIR --variant V --plan JSON --out FILE``
+``python -m benchmarks.inference --bundle DIR --variant V --plan JSON --out FILE [--run-dir RUN]``
 
 Variants: ``torch`` (the fine-tuned checkpoint in ``<run_dir>/model``, eager
 fp32), ``onnx_fp32``, ``onnx_int8`` (dynamic quantisation: integer GEMMs) and
 ``onnx_int8_weight_only`` (int8 weights, fp32 compute), all through
 ``serving.scorer.Scorer``, the production path — an int8 graph the bundle
-does not ship is taken from ``<run_dir>/onnx`` and labelled so — and ``baseline`` (character n-gram TF-IDF + logistic
+does not ship is taken from ``<run_dir>/onnx`` (``Scorer``'s ``model_path``)
+and labelled so — and ``baseline`` (character n-gram TF-IDF + logistic
 regression, fitted here on the train split). Every variant takes text in and
 returns calibrated probabilities (baseline: decision values), so tokenisation
 is part of each figure; the neural variants share the bundle's
 ``tokenizer.json``.
+
+The bundle is read as it is; the training run folder is only used when given
+with ``--run-dir`` (never guessed from the manifest). Without it ``torch``,
+``baseline`` and graphs the bundle does not ship are refused with a message
+naming ``--run-dir``, there is no quality pass (no test split), and the
+benchmark messages come from ``data/corpus`` (see ``benchmarks/corpus.py``).
 
 Batches are cut from the benchmark messages in their fixed (shuffled) order,
 without length sorting, and padded to their longest message — what a service
@@ -28,12 +35,16 @@ import json
 import resource
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.corpus import REPO_ROOT, benchmark_texts, label_matrix, load_splits, resolve_run_dir
+from benchmarks.corpus import REPO_ROOT, benchmark_texts, label_matrix, load_splits, run_path
+from benchmarks.plans import InferencePlan
 from benchmarks.stats import median, summary
+from models.bundle import Bundle, load_bundle
+from serving.scorer import Scorer, ScorerConfig
 from training.export import int8_file
 
 VARIANTS = ("torch", "onnx_fp32", "onnx_int8", "onnx_int8_weight_only", "baseline")
@@ -100,19 +111,16 @@ class Runner:
 
 
 class TorchRunner(Runner):
-    def __init__(self, bundle_path: str, max_batch: int) -> None:
+    def __init__(self, bundle_path: str, max_batch: int, run_dir: Path | None) -> None:
+        # Checked first: refusing must not cost a torch import (nor touch its thread pools).
+        model_dir = run_path(run_dir, "model", "the fine-tuned torch checkpoint")
         import torch
 
-        from models.bundle import load_bundle
         from training.train import load_trained
 
         torch.set_num_interop_threads(1)
         self.torch = torch
         bundle = load_bundle(bundle_path, verify=False)
-        run_dir = resolve_run_dir(bundle_path)
-        if run_dir is None or not (run_dir / "model").is_dir():
-            raise FileNotFoundError("the bundle's run_dir/model (fine-tuned torch checkpoint) is not here")
-        model_dir = run_dir / "model"
         self.model, _ = load_trained(model_dir)
         self.tok = _tokenizer(bundle)
         self.calibrate = bundle.calibrate
@@ -138,58 +146,63 @@ RUN_DIR_GRAPHS = {
 }
 
 
-def resolve_graph(bundle_path: str, variant: str) -> tuple[Path, str]:
-    """The ONNX graph of ``variant`` (``fp32``, ``int8``, ``int8_weight_only``) and where it came from.
+@dataclass(frozen=True)
+class Graph:
+    """An ONNX graph to benchmark and where it came from.
+
+    ``bundle_variant`` is the bundle's own name for it (``fp32``/``int8``) when the
+    bundle ships it, and ``None`` for a graph from ``<run_dir>/onnx``; the
+    :class:`~serving.scorer.Scorer` runs either through its ``model_path``.
+    """
+
+    path: Path
+    source: str
+    bundle_variant: str | None
+
+
+def resolve_graph(bundle: Bundle, variant: str, run_dir: Path | None) -> Graph:
+    """The ONNX graph of ``variant`` (``fp32``, ``int8``, ``int8_weight_only``).
 
     The bundle's own graph when it ships one; otherwise — an int8 graph that failed the
-    export's parity gate is not shipped — the training run's exported graph, so that its
-    speed and quality can still be measured (and are labelled as not shipped).
+    export's parity gate is not shipped — the training run's exported graph from
+    ``<run_dir>/onnx`` (only with ``--run-dir``), so that its speed and quality can still be
+    measured (and are labelled as not shipped).
     """
-    from models.bundle import load_bundle
-
-    bundle = load_bundle(bundle_path, verify=False)
     # The bundle ships at most one int8 graph, under "int8", made by the recipe its metrics name.
     shipped = {"fp32": "fp32"}
     if "int8" in bundle.variants:
         recipe = (bundle.metrics.get("parity") or {}).get("int8_recipe") or "dynamic"
         shipped["int8" if recipe == "dynamic" else f"int8_{recipe}"] = "int8"
     if variant in shipped and shipped[variant] in bundle.variants:
-        return bundle.model_path(shipped[variant]).resolve(), "bundle"
-    run_dir = resolve_run_dir(bundle_path)
-    for name in RUN_DIR_GRAPHS.get(variant, ()):
-        path = run_dir / "onnx" / name if run_dir else None
-        if path is not None and path.is_file():
+        return Graph(bundle.model_path(shipped[variant]).resolve(), "bundle", shipped[variant])
+    if variant not in RUN_DIR_GRAPHS:
+        raise FileNotFoundError(f"no {variant} graph in the bundle")
+    onnx_dir = run_path(run_dir, "onnx", f"the {variant} graph")
+    for name in RUN_DIR_GRAPHS[variant]:
+        path = onnx_dir / name
+        if path.is_file():
             shown = path.relative_to(REPO_ROOT) if path.resolve().is_relative_to(REPO_ROOT) else path
-            return path.resolve(), f"{shown}, not shipped in the bundle"
-    raise FileNotFoundError(f"no {variant} graph in the bundle or its run folder")
-
-
-def _bundle_with_graph(bundle_path: str, variant: str, graph: Path):
-    """The verified bundle, its manifest pointing ``variant`` at ``graph`` (absolute: ``Path / abs = abs``)."""
-    import copy
-    import dataclasses
-
-    from models.bundle import load_bundle
-
-    bundle = load_bundle(bundle_path)
-    manifest = copy.deepcopy(bundle.manifest)
-    manifest["onnx"]["variants"][variant] = str(graph)
-    return dataclasses.replace(bundle, manifest=manifest)
+            return Graph(path.resolve(), f"{shown}, not shipped in the bundle", None)
+    raise FileNotFoundError(f"no {variant} graph in the bundle or in {onnx_dir}")
 
 
 class OnnxRunner(Runner):
-    def __init__(self, bundle_path: str, variant: str, max_batch: int) -> None:
+    """An ONNX graph through the production scoring code: the bundle's own graphs with
+    :class:`~serving.scorer.Scorer` (a graph from ``<run_dir>/onnx`` as its ``model_path``;
+    the bundle's manifest is never changed)."""
+
+    def __init__(self, bundle_path: str, variant: str, max_batch: int, run_dir: Path | None) -> None:
         self.variant, self.max_batch = variant, max_batch
-        graph, self.source = resolve_graph(bundle_path, variant)
-        self.bundle = _bundle_with_graph(bundle_path, variant, graph)
+        self.bundle = load_bundle(bundle_path)
+        self.graph = resolve_graph(self.bundle, variant, run_dir)
+        self.source = self.graph.source
         self.scorer = self._scorer(1)
-        self.model_files = {graph.name: graph.stat().st_size}
+        self.model_files = {self.graph.path.name: self.graph.path.stat().st_size}
 
-    def _scorer(self, threads: int):
-        from serving.scorer import Scorer, ScorerConfig
-
-        return Scorer(self.bundle, ScorerConfig(variant=self.variant, intra_op_threads=threads,
-                                                batch_size=self.max_batch))
+    def _scorer(self, threads: int) -> Scorer:
+        config = ScorerConfig(variant=self.graph.bundle_variant, intra_op_threads=threads,
+                              batch_size=self.max_batch)
+        return Scorer(self.bundle, config, model_path=self.graph.path)
 
     def set_threads(self, n: int) -> None:
         if self.scorer.config.threads != n:
@@ -201,12 +214,12 @@ class OnnxRunner(Runner):
 
 
 class BaselineRunner(Runner):
-    def __init__(self, bundle_path: str, max_batch: int) -> None:
+    def __init__(self, bundle_path: str, max_batch: int, run_dir: Path | None) -> None:
         from training.baseline import TfidfBaseline
 
-        splits = load_splits(bundle_path)
-        if splits.train is None:
-            raise FileNotFoundError("the baseline needs the bundle's train split (run_dir/data)")
+        # Not persisted anywhere: it is fitted here, on the run's train split.
+        run_path(run_dir, "data/train.jsonl", "the train split the baseline is fitted on")
+        splits = load_splits(run_dir)
         t0 = time.perf_counter()
         self.model = TfidfBaseline().fit([r.text for r in splits.train], label_matrix(splits.train))
         self.fit_seconds = time.perf_counter() - t0
@@ -227,13 +240,14 @@ class BaselineRunner(Runner):
         return self.model.decision_function(texts)
 
 
-def load_runner(bundle_path: str, variant: str, max_batch: int) -> Runner:
+def load_runner(bundle_path: str, variant: str, max_batch: int, run_dir: Path | None = None) -> Runner:
+    """``variant`` loaded; ``run_dir`` is the training run folder (``--run-dir``) or ``None``."""
     if variant == "torch":
-        return TorchRunner(bundle_path, max_batch)
+        return TorchRunner(bundle_path, max_batch, run_dir)
     if variant.startswith("onnx_"):
-        return OnnxRunner(bundle_path, variant.removeprefix("onnx_"), max_batch)
+        return OnnxRunner(bundle_path, variant.removeprefix("onnx_"), max_batch, run_dir)
     if variant == "baseline":
-        return BaselineRunner(bundle_path, max_batch)
+        return BaselineRunner(bundle_path, max_batch, run_dir)
     raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
 
 
@@ -322,13 +336,14 @@ def time_cells(runner: Runner, texts: list[str], cells: list[tuple[int, int]], t
     return out
 
 
-def run_variant(bundle_path: str, variant: str, plan: dict, proba_out: Path | None = None) -> dict:
-    """Load ``variant``, score the test split once (quality), then time every (threads, batch) cell
-    within the variant's time budget (``plan["budget_s"][variant]``, see :func:`time_cells`)."""
+def run_variant(bundle_path: str, variant: str, plan: InferencePlan, proba_out: Path | None = None,
+                run_dir: Path | None = None) -> dict:
+    """Load ``variant``, score the test split once (quality; only with ``run_dir``), then time
+    every (threads, batch) cell within the variant's time budget (``plan.budget_s[variant]``,
+    see :func:`time_cells`)."""
     t0 = time.perf_counter()
-    budget = float((plan.get("budget_s") or {}).get(variant, float("inf")))
-    batches = [int(b) for b in plan["batch_messages"]]
-    runner = load_runner(bundle_path, variant, max(batches + [plan.get("quality_batch", 32)]))
+    budget = plan.budget_for(variant)
+    runner = load_runner(bundle_path, variant, max([*plan.batch_messages, plan.quality_batch]), run_dir)
     load_s = time.perf_counter() - t0
     out: dict = {"variant": variant, "load_seconds": load_s, "rss_after_load_mb": rss_mb(),
                  "peak_rss_load_mb": peak_rss_mb(), "model_files": runner.model_files,
@@ -339,20 +354,19 @@ def run_variant(bundle_path: str, variant: str, plan: dict, proba_out: Path | No
         out["model_source"] = runner.source
     out["peak_rss_reset"] = reset_peak_rss()
     # Quality pass first (it is needed whatever the budget): every test message once, in split order.
-    splits = load_splits(bundle_path)
+    splits = load_splits(run_dir)
+    out["messages_source"] = splits.source
     if splits.train is not None:
-        runner.set_threads(int(plan.get("quality_threads", max(plan["threads"]))))
-        qb = int(plan.get("quality_batch", 32))
+        runner.set_threads(plan.quality_threads)
+        qb = plan.quality_batch
         test_texts = [r.text for r in splits.test]
         t1 = time.perf_counter()
         scores = np.concatenate([runner(test_texts[i : i + qb]) for i in range(0, len(test_texts), qb)])
         out["test_pass"] = {"messages": len(test_texts), "batch": qb, "seconds": time.perf_counter() - t1}
         if proba_out is not None:
             np.save(proba_out, scores.astype(np.float32))
-    texts = benchmark_texts(bundle_path, int(plan["messages"]), int(plan.get("seed", 0)))
-    cells = [(int(b), int(plan.get("variant_messages", {}).get(variant, {}).get(str(b), n)))
-             for b, n in plan["batch_messages"].items()]
-    out["cells"] = time_cells(runner, texts, cells, [int(t) for t in plan["threads"]], int(plan["reps"]),
+    texts = benchmark_texts(run_dir, plan.messages, plan.seed)
+    out["cells"] = time_cells(runner, texts, plan.messages_for(variant), list(plan.threads), plan.reps,
                               t0 + budget)
     out["peak_rss_mb"] = peak_rss_mb()
     out["seconds"] = time.perf_counter() - t0
@@ -363,11 +377,15 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Benchmark one model variant (run by benchmarks.run).")
     p.add_argument("--bundle", required=True)
     p.add_argument("--variant", required=True, choices=VARIANTS)
-    p.add_argument("--plan", required=True, help="JSON: messages, threads, batch_messages, reps, …")
+    p.add_argument("--plan", required=True, help="JSON of benchmarks.plans.InferencePlan (dataclasses.asdict)")
+    p.add_argument("--run-dir", type=Path, default=None,
+                   help="training run folder (e.g. runs/default): needed by torch, baseline, graphs the "
+                        "bundle does not ship, and the quality pass")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--proba-out", type=Path, default=None)
     args = p.parse_args(argv)
-    result = run_variant(args.bundle, args.variant, json.loads(args.plan), args.proba_out)
+    result = run_variant(args.bundle, args.variant, InferencePlan.from_json(args.plan), args.proba_out,
+                         args.run_dir)
     args.out.write_text(json.dumps(result, indent=1), encoding="utf-8")
     return 0
 

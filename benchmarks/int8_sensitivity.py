@@ -1,7 +1,7 @@
 """Where int8 loses parity: quantise one group of MatMuls at a time and
 measure how far the calibrated probabilities move on the test split.
 
-    python -m benchmarks.int8_sensitivity --bundle models/default [--per-layer] [--simulate]
+    python -m benchmarks.int8_sensitivity --bundle models/default --run-dir runs/default [--per-layer] [--simulate]
 
 * ``kinds`` (always): onnxruntime dynamic int8 on one projection kind at a
   time across all layers — query, key, value, attention output, FFN in
@@ -12,10 +12,12 @@ measure how far the calibrated probabilities move on the test split.
   onnxruntime's dynamic quantisation does) or per token (what it cannot do),
   to see whether finer activation scales would pass the gate.
 
-Reference: the bundle's fp32 graph (equal to torch within 1e-4). The gate
-figures are the export's: max |Δproba| and flag agreement per policy.
-Results go to ``benchmarks/results/int8_sensitivity.json``; message text is
-never printed.
+The messages (the test split), the tokenizer and, for ``--simulate``, the
+torch model are the bundle's training run's, not the bundle's: ``--run-dir``
+(the run folder, e.g. ``runs/default``) is required. Reference: the bundle's
+fp32 graph (equal to torch within 1e-4). The gate figures are the export's:
+max |Δproba| and flag agreement per policy. Results go to
+``benchmarks/results/int8_sensitivity.json``; message text is never printed.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.corpus import resolve_run_dir
+from benchmarks.corpus import run_path
 from models.bundle import DEFAULT_BUNDLE_DIR, load_bundle
 from training.config import ExportConfig
 from training.export import check_int8_parity, onnx_logits
@@ -81,17 +83,18 @@ def _simulate(model_dir: Path, texts: list[str], max_length: int, calibrate, thr
     return out
 
 
-def run(bundle_path: str, per_layer: bool = False, simulate: bool = False, out: Path = RESULTS) -> dict:
-    """Measure and write the sensitivity report; returns it."""
+def run(bundle_path: str, run_dir: Path | None, per_layer: bool = False, simulate: bool = False,
+        out: Path = RESULTS) -> dict:
+    """Measure and write the sensitivity report; returns it. ``run_dir`` is the bundle's
+    training run folder (test split, tokenizer, torch model); ``None`` is refused."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from transformers import AutoTokenizer
 
+    test_file = run_path(run_dir, "data/test.jsonl", "the test split")
+    model_dir = run_path(run_dir, "model", "the fine-tuned torch model and its tokenizer")
     bundle = load_bundle(bundle_path)
-    run_dir = resolve_run_dir(bundle_path)
-    if run_dir is None:
-        raise FileNotFoundError("the bundle's run directory (test split, torch model) is not here")
-    texts = [json.loads(line)["text"] for line in (run_dir / "data" / "test.jsonl").open(encoding="utf-8")]
-    tokenizer = AutoTokenizer.from_pretrained(str(run_dir / "model"))
+    texts = [json.loads(line)["text"] for line in test_file.open(encoding="utf-8")]
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     calibrate = bundle.calibrate
     thresholds = {p: bundle.thresholds(p) for p in bundle.policies}
     fp32 = bundle.model_path("fp32")
@@ -118,7 +121,7 @@ def run(bundle_path: str, per_layer: bool = False, simulate: bool = False, out: 
                                                 calibrate, thresholds)
             print(f"[int8] {name}: max |Δp| {report['dynamic_int8'][name]['max_abs_proba_diff']:.3f}", flush=True)
     if simulate:
-        report["simulated"] = _simulate(run_dir / "model", texts, bundle.max_length, calibrate, thresholds, ref)
+        report["simulated"] = _simulate(model_dir, texts, bundle.max_length, calibrate, thresholds, ref)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return report
@@ -127,11 +130,13 @@ def run(bundle_path: str, per_layer: bool = False, simulate: bool = False, out: 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.int8_sensitivity", description=__doc__.split("\n\n")[0])
     p.add_argument("--bundle", default=DEFAULT_BUNDLE_DIR)
+    p.add_argument("--run-dir", type=Path, required=True,
+                   help="the bundle's training run folder, e.g. runs/default (test split, torch model)")
     p.add_argument("--per-layer", action="store_true", help="also fc1 and fc2 of each layer on its own")
     p.add_argument("--simulate", action="store_true", help="also torch fake-quant: per-tensor vs per-token")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
-    run(args.bundle, per_layer=args.per_layer, simulate=args.simulate, out=args.out)
+    run(args.bundle, args.run_dir, per_layer=args.per_layer, simulate=args.simulate, out=args.out)
     return 0
 
 

@@ -41,6 +41,7 @@ import yaml
 from benchmarks.report import table
 from data.background import BackgroundConfig
 from data.background.importers import dedup_key, read_table
+from data.schema import LABELS, PRIORITY_RULES
 from data.split import MANIFEST_FILE, SPLIT_FILES, read_split
 from serving.scorer import Scorer
 from training.evaluate import ANY_KNOWN, flag_rates, label_table
@@ -49,11 +50,14 @@ RESULTS = Path(__file__).parent / "results" / "real_text.json"
 #: Labels not known for ordinary text (the background config's): flags of every other label
 #: are false alarms, counted together as ``any_of_3``.
 UNKNOWN_ON_ORDINARY_TEXT = BackgroundConfig().unknown
+#: The labels of the most urgent triage level (self_harm): their recall is printed.
+URGENT_LABELS = PRIORITY_RULES[0][1]
 ALLA_G_FILE = "russian_distorted_toxicity.tsv"
 KAZSANDRA_FILES = ("04_pc_valid.zip", "05_pc_test.zip")
-#: Printed columns: (policy, label or "any_of_3").
-COLUMNS = (("moderation", "any_of_3"), ("moderation", "bullying"), ("triage", "any_of_3"),
-           ("triage", "self_harm"), ("triage", "threat"), ("triage", "bullying_disclosure"))
+#: Printed columns: (policy, label or "any_of_3"): under moderation the false alarms and
+#: the labels not known for ordinary text, under triage the false alarms and each label of them.
+COLUMNS = (("moderation", "any_of_3"), *(("moderation", lb) for lb in UNKNOWN_ON_ORDINARY_TEXT),
+           ("triage", "any_of_3"), *(("triage", lb) for lb in LABELS if lb not in UNKNOWN_ON_ORDINARY_TEXT))
 
 Texts = list[tuple[str, str]]  # (lang, text)
 
@@ -219,8 +223,10 @@ def render(results: dict) -> str:
         lines += ["", f"On the test split of --data ({n} messages, the same for every bundle):"]
         for path, q in tested.items():
             auc = ", ".join(f"{lg} {v:.3f}" for lg, v in q["macro_pr_auc"].items() if v is not None)
-            sh = ", ".join(f"{lg} {r['self_harm']:.2f}" for lg, r in q["triage_recall"].items())
-            lines.append(f"- {path}: macro PR-AUC {auc}; triage self_harm recall {sh}")
+            recall = "; ".join(f"triage {lb} recall " + ", ".join(f"{lg} {r[lb]:.2f}" for lg, r in
+                                                                q["triage_recall"].items())
+                               for lb in URGENT_LABELS)
+            lines.append(f"- {path}: macro PR-AUC {auc}; {recall}")
     return "\n".join(lines)
 
 

@@ -34,10 +34,26 @@ def _mb(nbytes: float | None) -> str:
     return "–" if nbytes is None else f"{nbytes / 2**20:,.1f} MB"
 
 
+def not_run_note(results: dict) -> str:
+    """Which variants were not run and why (e.g. no ``--run-dir``), so that a missing row is explained."""
+    missing = results.get("variants_not_run") or {}
+    return ("Not run: " + "; ".join(f"{VARIANT_NAMES.get(v, v)} ({why})" for v, why in missing.items()) + "."
+            if missing else "")
+
+
+def _messages_phrase(inf: dict) -> str:
+    """Where the benchmark messages came from: the run's test split, or the corpus without ``--run-dir``."""
+    sources = {res.get("messages_source") for res in inf.values()} - {None}
+    if any(src.startswith("data/corpus") for src in sources):
+        return "all of `data/corpus`, as no `--run-dir` gave a test split"
+    return "the test split"
+
+
 def inference_section(results: dict) -> str:
     inf = results.get("inference") or {}
+    note = not_run_note(results)
     if not inf:
-        return ""
+        return f"### Inference\n\n{note}\n" if note else ""
     plan = results["plan"]["inference"]
     batches = [int(b) for b in plan["batch_messages"]]
     header = ["variant", "threads"] + [f"batch {b}: msg/s (p50 ms/batch)" for b in batches]
@@ -71,12 +87,14 @@ def inference_section(results: dict) -> str:
         table(header, rows),
         "",
         f"Each figure is the median of {plan['reps']} timed passes (after one warm-up batch) over a prefix "
-        f"of the same {plan['messages']:,} messages (the test split, shuffled with seed {plan['seed']} and "
-        "cycled); batches are cut in that fixed order without length sorting and padded to their longest "
+        f"of the same {plan['messages']:,} messages ({_messages_phrase(inf)}, shuffled with seed {plan['seed']} "
+        "and cycled); batches are cut in that fixed order without length sorting and padded to their longest "
         "message. Text in, scores out: tokenisation is included. Messages per pass — "
         + "; ".join(counts) + "." + pad_txt,
         "",
     ]
+    if note:
+        text += [note, ""]
     truncated = [(v, c) for v, res in inf.items() for c in res.get("cells", []) if c.get("truncated")]
     if truncated:
         text += [f"\\* Cut short by the variant's time budget ({len(truncated)} cell"

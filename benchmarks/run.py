@@ -1,18 +1,26 @@
 """Run every benchmark of a bundle and write ``benchmarks/results/*.json`` and the README tables.
 
-``python -m benchmarks.run --bundle models/default`` (``make bench``). Stages,
-each in its own process where memory or thread pools matter:
+``python -m benchmarks.run --bundle models/default [--run-dir runs/default]``
+(``make bench`` gives ``--bundle`` only). The bundle is read as it is; the
+training run folder is used only when ``--run-dir`` names it (never guessed
+from the manifest): it holds what the bundle does not ship — the torch
+checkpoint, the prepared splits (the baseline's train split, the test split
+for quality) and int8 graphs that failed the export's parity gate. Without
+it those variants are listed as not run, with the reason, and the messages
+come from ``data/corpus``. Stages, each in its own process where memory or
+thread pools matter:
 
 1. ``peak``: matmul microbenchmarks (fp32, int8) and copy bandwidth.
 2. ``inference``: one process per variant (torch eager fp32, ONNX fp32,
    ONNX int8, TF-IDF baseline) × threads × batch sizes, on the same
-   messages; each variant then scores the test split once (quality).
+   messages; each variant first scores the test split once (quality).
 3. ``quality`` and ``roofline``: computed here from 1 and 2.
 4. ``service``: ``bentoml serve`` under a bounded loopback load.
 5. ``scorer``: ``qorgan score`` on a generated CSV.
 
-The plan (message counts, repeats, load bounds) is fixed per profile and
-written into the results, so that every figure says what was measured.
+The plan (message counts, repeats, load bounds; ``benchmarks/plans.py``) is
+fixed per profile and written into the results, so that every figure says
+what was measured.
 """
 
 from __future__ import annotations
@@ -26,14 +34,32 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks import flops as F
-from benchmarks.corpus import REPO_ROOT, benchmark_texts, label_matrix, load_splits, resolve_run_dir
+from benchmarks.corpus import (
+    REPO_ROOT,
+    RUN_DIR_HINT,
+    benchmark_texts,
+    label_matrix,
+    load_splits,
+    run_path,
+)
 from benchmarks.inference import VARIANTS
+from benchmarks.plans import (
+    InferencePlan,
+    LoadLevel,
+    Overload,
+    Plan,
+    ScorerPlan,
+    ServicePlan,
+    Timeouts,
+    as_json,
+)
 from benchmarks.stats import ratio
 from models.bundle import DEFAULT_BUNDLE_DIR
 
@@ -49,52 +75,52 @@ TARGET_SCORER_ROWS_S = 150.0
 
 #: What each profile measures. ``full`` is sized to keep ``make bench`` under
 #: 15 minutes on 2 cores; ``quick`` is for tests and tiny bundles.
-PLANS: dict[str, dict] = {
-    "full": {
-        "inference": {
-            "messages": 2000, "seed": 0, "threads": [1, 2], "reps": 3,
+PLANS: dict[str, Plan] = {
+    "full": Plan(
+        inference=InferencePlan(
+            messages=2000, seed=0, threads=(1, 2), reps=3,
             # Messages per cell (a prefix of the same 2,000), per batch size: sized so that
             # torch eager and ONNX fp32 (~25–75 msg/s here) fit the budget with 3 repeats.
-            "batch_messages": {"1": 48, "8": 128, "32": 256, "128": 256},
+            batch_messages={1: 48, 8: 128, 32: 256, 128: 256},
             # The baseline is cheap: it runs the whole set at every batch size.
-            "variant_messages": {"baseline": {"1": 1000, "8": 2000, "32": 2000, "128": 2000}},
-            "quality_batch": 32, "quality_threads": 2,
+            variant_messages={"baseline": {1: 1000, 8: 2000, 32: 2000, 128: 2000}},
+            quality_batch=32, quality_threads=2,
             # Seconds per variant process (loading, test pass and all cells). On a quiet
             # machine the plan fits with room to spare; a busy one cuts passes short
             # (marked in the tables) instead of overrunning 15 minutes.
-            "budget_s": {"torch": 200, "onnx_fp32": 160, "onnx_int8": 100, "onnx_int8_weight_only": 150,
-                         "baseline": 50},
-        },
-        "service": {
-            "messages": 2000,
-            "levels": {"1": {"requests": 300, "seconds": 8}, "8": {"requests": 1500, "seconds": 8},
-                       "32": {"requests": 2000, "seconds": 8}, "64": {"requests": 2000, "seconds": 8}},
-            "overload": {"concurrency": 256, "requests": 1500, "seconds": 10, "timeout": 10},
-        },
+            budget_s={"torch": 200, "onnx_fp32": 160, "onnx_int8": 100, "onnx_int8_weight_only": 150,
+                      "baseline": 50},
+        ),
+        service=ServicePlan(
+            messages=2000,
+            levels={1: LoadLevel(requests=300, seconds=8), 8: LoadLevel(requests=1500, seconds=8),
+                    32: LoadLevel(requests=2000, seconds=8), 64: LoadLevel(requests=2000, seconds=8)},
+            overload=Overload(concurrency=256, requests=1500, seconds=10, timeout=10),
+        ),
         # At most 20,000 rows, fewer when the served graph is slow: about ``budget_s`` of
         # scoring at 1.5× the unsorted batch-32 rate measured above (the scorer sorts by length).
-        "scorer": {"rows": 20000, "min_rows": 2000, "budget_s": 150, "policy": "triage"},
-        "timeouts_s": {"peak": 120, "variant": 400, "scorer": 400},
+        scorer=ScorerPlan(rows=20000, min_rows=2000, budget_s=150, policy="triage"),
+        timeouts_s=Timeouts(peak=120, variant=400, scorer=400),
         # The scorer's row count shrinks so that the whole run ends by then (14 minutes).
-        "deadline_s": 840,
-    },
-    "quick": {
-        "inference": {
-            "messages": 64, "seed": 0, "threads": [1, 2], "reps": 2,
-            "batch_messages": {"1": 8, "8": 32, "32": 64, "128": 64},
-            "variant_messages": {}, "quality_batch": 32, "quality_threads": 2,
-            "budget_s": {"torch": 60, "onnx_fp32": 30, "onnx_int8": 30, "onnx_int8_weight_only": 30,
-                         "baseline": 30},
-        },
-        "service": {
-            "messages": 64,
-            "levels": {"1": {"requests": 20, "seconds": 3}, "8": {"requests": 40, "seconds": 3}},
-            "overload": {"concurrency": 32, "requests": 64, "seconds": 5, "timeout": 10},
-        },
-        "scorer": {"rows": 500, "min_rows": 200, "budget_s": 30, "policy": "triage"},
-        "timeouts_s": {"peak": 60, "variant": 120, "scorer": 120},
-        "deadline_s": 600,
-    },
+        deadline_s=840,
+    ),
+    "quick": Plan(
+        inference=InferencePlan(
+            messages=64, seed=0, threads=(1, 2), reps=2,
+            batch_messages={1: 8, 8: 32, 32: 64, 128: 64},
+            variant_messages={}, quality_batch=32, quality_threads=2,
+            budget_s={"torch": 60, "onnx_fp32": 30, "onnx_int8": 30, "onnx_int8_weight_only": 30,
+                      "baseline": 30},
+        ),
+        service=ServicePlan(
+            messages=64,
+            levels={1: LoadLevel(requests=20, seconds=3), 8: LoadLevel(requests=40, seconds=3)},
+            overload=Overload(concurrency=32, requests=64, seconds=5, timeout=10),
+        ),
+        scorer=ScorerPlan(rows=500, min_rows=200, budget_s=30, policy="triage"),
+        timeouts_s=Timeouts(peak=60, variant=120, scorer=120),
+        deadline_s=600,
+    ),
 }
 
 
@@ -227,8 +253,9 @@ def padded_lengths(lengths: np.ndarray, batch: int) -> np.ndarray:
     return out
 
 
-def encoder_shape(bundle_path: str, n_labels: int) -> F.EncoderShape:
-    run_dir = resolve_run_dir(bundle_path)
+def encoder_shape(run_dir: Path | None, n_labels: int) -> F.EncoderShape:
+    """The encoder's dimensions for FLOP counts: from the run's ``model/config.json`` with
+    ``--run-dir``, else the default shape (multilingual-e5-small's)."""
     cfg = run_dir / "model" / "config.json" if run_dir else None
     if cfg is not None and cfg.is_file():
         return F.EncoderShape.from_config(cfg, labels=n_labels)
@@ -245,24 +272,32 @@ def _run_module(module: str, args: list[str], timeout: float) -> None:
         raise RuntimeError(f"{module} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
 
 
-def stage_peak(tmp: Path, plan: dict) -> dict:
+def stage_peak(tmp: Path, plan: Plan) -> dict:
     out = tmp / "peak.json"
     _run_module("benchmarks.peak", ["--out", str(out), "--threads",
-                                    *map(str, plan["inference"]["threads"])], plan["timeouts_s"]["peak"])
+                                    *map(str, plan.inference.threads)], plan.timeouts_s.peak)
     return json.loads(out.read_text())
 
 
-def stage_inference(bundle: str, tmp: Path, plan: dict, variants: tuple[str, ...]) -> dict:
+def inference_args(bundle: str, variant: str, plan: InferencePlan, run_dir: Path | None, tmp: Path) -> list[str]:
+    """The command line of one ``benchmarks.inference`` process: the plan as JSON
+    (:func:`dataclasses.asdict`, read back by :meth:`InferencePlan.from_json`), and
+    ``--run-dir`` only when one was given."""
+    return ["--bundle", bundle, "--variant", variant, "--plan", json.dumps(asdict(plan)),
+            *(["--run-dir", str(run_dir)] if run_dir is not None else []),
+            "--out", str(tmp / f"inference-{variant}.json"), "--proba-out", str(tmp / f"test-{variant}.npy")]
+
+
+def stage_inference(bundle: str, tmp: Path, plan: Plan, variants: tuple[str, ...],
+                    run_dir: Path | None = None) -> dict:
     results = {}
     for v in variants:
         t0 = time.perf_counter()
         other = OtherLoad()
         out = tmp / f"inference-{v}.json"
         try:
-            _run_module("benchmarks.inference",
-                        ["--bundle", bundle, "--variant", v, "--plan", json.dumps(plan["inference"]),
-                         "--out", str(out), "--proba-out", str(tmp / f"test-{v}.npy")],
-                        plan["timeouts_s"]["variant"])
+            _run_module("benchmarks.inference", inference_args(bundle, v, plan.inference, run_dir, tmp),
+                        plan.timeouts_s.variant)
             results[v] = json.loads(out.read_text())
         except (RuntimeError, subprocess.TimeoutExpired) as exc:
             results[v] = {"variant": v, "error": str(exc)[-2000:]}
@@ -272,15 +307,15 @@ def stage_inference(bundle: str, tmp: Path, plan: dict, variants: tuple[str, ...
     return results
 
 
-def stage_quality(bundle_path: str, tmp: Path, variants: tuple[str, ...]) -> dict:
+def stage_quality(bundle_path: str, tmp: Path, variants: tuple[str, ...], run_dir: Path | None = None) -> dict:
     from benchmarks.quality import compare
     from data.schema import LABELS
     from models.bundle import load_bundle
 
     bundle = load_bundle(bundle_path, verify=False)
-    splits = load_splits(bundle_path)
+    splits = load_splits(run_dir)
     if splits.train is None:
-        return {"error": "the bundle's run folder (prepared splits) is not here"}
+        return {"error": f"quality needs the prepared test split, which is not in the bundle: {RUN_DIR_HINT}"}
     if tuple(bundle.labels) != tuple(LABELS):
         return {"error": "the bundle's label order differs from data.schema.LABELS"}
     scores = {v: np.load(tmp / f"test-{v}.npy") for v in variants if (tmp / f"test-{v}.npy").is_file()}
@@ -325,42 +360,42 @@ def roofline_table(inference: dict, peak: dict, lengths: np.ndarray, shape: F.En
             "copy_bandwidth_gb_s": bw, "peak": peak.get("peak"), "rows": rows}
 
 
-def stage_service(bundle: str, plan: dict) -> dict:
+def stage_service(bundle: str, plan: Plan, run_dir: Path | None = None) -> dict:
     from benchmarks.service_load import bench_service
     from models.bundle import load_bundle
 
-    texts = benchmark_texts(bundle, int(plan["service"]["messages"]), 1)
-    levels = {int(c): b for c, b in plan["service"]["levels"].items()}
-    out = bench_service(bundle, texts, levels, plan["service"]["overload"])
+    texts = benchmark_texts(run_dir, plan.service.messages, 1)
+    out = bench_service(bundle, texts, plan.service.levels, plan.service.overload)
     out["serving_variant"] = getattr(load_bundle(bundle, verify=False), "serving_variant", "int8")
     return out
 
 
-def scorer_rows(bundle: str, plan: dict, inference: dict | None, seconds_left: float | None = None
+def scorer_rows(bundle: str, plan: Plan, inference: dict | None, seconds_left: float | None = None
                 ) -> tuple[int, str]:
     """Rows for the batch-scorer run, and why: the plan's maximum unless the served graph is slow
     or the run's deadline is near."""
     from models.bundle import load_bundle
 
-    sp = dict(plan["scorer"])
-    if seconds_left is not None:
-        sp["budget_s"] = max(10, min(float(sp["budget_s"]), seconds_left))
+    sp = plan.scorer
+    budget_s = float(sp.budget_s) if seconds_left is None else max(10, min(float(sp.budget_s), seconds_left))
     serving = getattr(load_bundle(bundle, verify=False), "serving_variant", "int8")
-    cell = _cell(inference or {}, f"onnx_{serving}", max(plan["inference"]["threads"]), 32)
+    cell = _cell(inference or {}, f"onnx_{serving}", max(plan.inference.threads), 32)
     if cell is None:
-        return int(sp["rows"]), "the plan's row count"
-    fit = int(1.5 * cell["msg_s"] * float(sp["budget_s"]) // 1000 * 1000)
-    rows = max(int(sp["min_rows"]), min(int(sp["rows"]), fit))
+        return sp.rows, "the plan's row count"
+    fit = int(1.5 * cell["msg_s"] * budget_s // 1000 * 1000)
+    rows = max(sp.min_rows, min(sp.rows, fit))
     why = (f"the served {serving} graph scored {cell['msg_s']:.0f} msg/s (batch 32, unsorted): "
-           f"{rows:,} rows ≈ {sp['budget_s']:.0f} s at 1.5× that")
+           f"{rows:,} rows ≈ {budget_s:.0f} s at 1.5× that")
     return rows, why
 
 
-def stage_scorer(bundle: str, plan: dict, inference: dict | None, seconds_left: float | None = None) -> dict:
+def stage_scorer(bundle: str, plan: Plan, inference: dict | None, seconds_left: float | None = None,
+                 run_dir: Path | None = None) -> dict:
     from benchmarks.batch_scorer import bench_batch_scorer
 
     rows, why = scorer_rows(bundle, plan, inference, seconds_left)
-    out = bench_batch_scorer(bundle, rows, plan["scorer"]["policy"], timeout=float(plan["timeouts_s"]["scorer"]))
+    out = bench_batch_scorer(bundle, rows, plan.scorer.policy, timeout=float(plan.timeouts_s.scorer),
+                             run_dir=run_dir)
     out["rows_chosen_because"] = why
     from models.bundle import load_bundle
 
@@ -368,20 +403,23 @@ def stage_scorer(bundle: str, plan: dict, inference: dict | None, seconds_left: 
     return out
 
 
-def available_variants(bundle: str, variants: tuple[str, ...]) -> tuple[tuple[str, ...], dict[str, str]]:
-    """The variants that can run here, and why the others cannot."""
+def available_variants(bundle: str, variants: tuple[str, ...], run_dir: Path | None = None
+                       ) -> tuple[tuple[str, ...], dict[str, str]]:
+    """The variants that can run here, and why the others cannot (the messages name
+    ``--run-dir`` when it would add them)."""
     from benchmarks.inference import resolve_graph
+    from models.bundle import load_bundle
 
     ok, missing = [], {}
-    run_dir = resolve_run_dir(bundle)
+    loaded = load_bundle(bundle, verify=False)
     for v in variants:
         try:
             if v.startswith("onnx_"):
-                resolve_graph(bundle, v.removeprefix("onnx_"))
-            elif v == "torch" and (run_dir is None or not (run_dir / "model").is_dir()):
-                raise FileNotFoundError("no fine-tuned checkpoint in the bundle's run_dir/model")
-            elif v == "baseline" and (run_dir is None or not (run_dir / "data" / "train.jsonl").is_file()):
-                raise FileNotFoundError("no train split in the bundle's run_dir/data")
+                resolve_graph(loaded, v.removeprefix("onnx_"), run_dir)
+            elif v == "torch":
+                run_path(run_dir, "model", "the fine-tuned torch checkpoint")
+            elif v == "baseline":
+                run_path(run_dir, "data/train.jsonl", "the train split the baseline is fitted on")
             ok.append(v)
         except FileNotFoundError as exc:
             missing[v] = str(exc)
@@ -432,21 +470,27 @@ def evaluate_targets(inference: dict, quality: dict, service: dict, scorer: dict
 # -- the whole run --------------------------------------------------------------------
 
 
-def run(bundle: str, *, profile: str = "full", skip: tuple[str, ...] = (), out_dir: Path = RESULTS_DIR,
-        readme: Path | None = README, argv: list[str] | None = None,
+def run(bundle: str, *, run_dir: Path | None = None, profile: str = "full", skip: tuple[str, ...] = (),
+        out_dir: Path = RESULTS_DIR, readme: Path | None = README, argv: list[str] | None = None,
         variants: tuple[str, ...] = VARIANTS) -> dict:
-    """Every stage not in ``skip``; writes ``out_dir/*.json`` and, if given, the README tables."""
+    """Every stage not in ``skip``; writes ``out_dir/*.json`` and, if given, the README tables.
+
+    ``run_dir`` is the training run folder (``--run-dir``); without it the variants and
+    figures that need it are reported as not run, with the reason.
+    """
     t_start = time.perf_counter()
     other_load = OtherLoad()
     plan = PLANS[profile]
+    # Absolute: the stage subprocesses run in the repository root, not in the caller's folder.
+    run_dir = Path(run_dir).resolve() if run_dir is not None else None
     out_dir.mkdir(parents=True, exist_ok=True)
     env = environment(bundle, argv if argv is not None else ["--bundle", bundle])
-    results: dict = {"environment": env, "profile": profile, "plan": plan}
+    results: dict = {"environment": env, "profile": profile, "plan": as_json(plan)}
     timings: dict[str, float] = {}
-    texts = benchmark_texts(bundle, int(plan["inference"]["messages"]), int(plan["inference"]["seed"]))
+    texts = benchmark_texts(run_dir, plan.inference.messages, plan.inference.seed)
     lengths = token_lengths(bundle, texts)
     del texts
-    shape = encoder_shape(bundle, len(env["bundle"]["labels"]))
+    shape = encoder_shape(run_dir, len(env["bundle"]["labels"]))
     with tempfile.TemporaryDirectory(prefix="qorgan-bench-") as tmp_name:
         tmp = Path(tmp_name)
         if "peak" not in skip:
@@ -456,17 +500,17 @@ def run(bundle: str, *, profile: str = "full", skip: tuple[str, ...] = (), out_d
             log(f"peak: {timings['peak']:.0f} s")
         if "inference" not in skip:
             t0 = time.perf_counter()
-            variants, results["variants_not_run"] = available_variants(bundle, variants)
+            variants, results["variants_not_run"] = available_variants(bundle, variants, run_dir)
             for v, why in results["variants_not_run"].items():
                 log(f"inference {v}: not run ({why})")
-            results["inference"] = stage_inference(bundle, tmp, plan, variants)
-            results["quality"] = stage_quality(bundle, tmp, variants)
+            results["inference"] = stage_inference(bundle, tmp, plan, variants, run_dir)
+            results["quality"] = stage_quality(bundle, tmp, variants, run_dir)
             timings["inference"] = time.perf_counter() - t0
             results["roofline"] = roofline_table(results["inference"], results.get("peak") or {}, lengths, shape)
     if "service" not in skip:
         t0 = time.perf_counter()
         try:
-            results["service"] = stage_service(bundle, plan)
+            results["service"] = stage_service(bundle, plan, run_dir)
         except Exception as exc:  # report and go on: the other stages are still worth having
             results["service"] = {"error": f"{type(exc).__name__}: {exc}"[-2000:]}
         timings["service"] = time.perf_counter() - t0
@@ -475,13 +519,13 @@ def run(bundle: str, *, profile: str = "full", skip: tuple[str, ...] = (), out_d
         t0 = time.perf_counter()
         try:
             # Leave ~30 s for the scorer's start-up run and writing the results.
-            left = float(plan["deadline_s"]) - (time.perf_counter() - t_start) - 30
-            results["batch_scorer"] = stage_scorer(bundle, plan, results.get("inference"), left)
+            left = float(plan.deadline_s) - (time.perf_counter() - t_start) - 30
+            results["batch_scorer"] = stage_scorer(bundle, plan, results.get("inference"), left, run_dir)
         except Exception as exc:
             results["batch_scorer"] = {"error": f"{type(exc).__name__}: {exc}"[-2000:]}
         timings["scorer"] = time.perf_counter() - t0
         log(f"batch scorer: {timings['scorer']:.0f} s")
-    threads = max(plan["inference"]["threads"])
+    threads = max(plan.inference.threads)
     results["targets"] = evaluate_targets(results.get("inference") or {}, results.get("quality") or {},
                                           results.get("service") or {}, results.get("batch_scorer") or {},
                                           threads)
@@ -542,6 +586,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
     p.add_argument("--bundle", default=DEFAULT_BUNDLE_DIR, help="model bundle directory")
+    p.add_argument("--run-dir", type=Path, default=None,
+                   help="training run folder of the bundle (e.g. runs/default): adds the torch and baseline "
+                        "variants, quality on its test split and int8 graphs the bundle does not ship")
     p.add_argument("--profile", choices=sorted(PLANS), default="full")
     p.add_argument("--skip", nargs="*", default=[], choices=STAGES, help="stages to leave out")
     p.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=VARIANTS)
@@ -551,12 +598,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--render-only", action="store_true",
                    help="measure nothing: rewrite the README tables from the JSON files in --out-dir")
     args = p.parse_args(argv)
+    if args.run_dir is not None and not args.run_dir.is_dir():
+        p.error(f"--run-dir {args.run_dir} is not a folder")
     if args.render_only:
         from benchmarks.report import update_readme
 
         update_readme(args.readme, read_results(args.out_dir))
         return 0
-    run(args.bundle, profile=args.profile, skip=tuple(args.skip), out_dir=args.out_dir,
+    run(args.bundle, run_dir=args.run_dir, profile=args.profile, skip=tuple(args.skip), out_dir=args.out_dir,
         readme=None if args.no_readme else args.readme, argv=argv, variants=tuple(args.variants))
     return 0
 

@@ -32,6 +32,7 @@ from pathlib import Path
 import httpx
 
 from benchmarks.loadgen import check_loopback, load
+from benchmarks.plans import LoadLevel, Overload
 
 HOST = "127.0.0.1"
 
@@ -131,7 +132,7 @@ def score_bodies(texts: list[str], policy: str = "moderation") -> list[dict]:
     return [{"messages": [{"id": f"m{i}", "text": t}], "policy": policy} for i, t in enumerate(texts)]
 
 
-def bench_mode(bundle: str, texts: list[str], levels: dict[int, dict], overload: dict,
+def bench_mode(bundle: str, texts: list[str], levels: dict[int, LoadLevel], overload: Overload,
                extra_env: dict[str, str] | None = None, recovery_requests: int = 5) -> dict:
     """Start the service once and run every level, the overload burst and the recovery check."""
     bodies = score_bodies(texts)
@@ -142,13 +143,13 @@ def bench_mode(bundle: str, texts: list[str], levels: dict[int, dict], overload:
         out: dict = {"startup_seconds": facts["startup_seconds"], "env": extra_env or {}, "levels": []}
         load(base, "/score", bodies, concurrency=4, max_requests=40, max_seconds=20)  # warm-up
         for c, bounds in levels.items():
-            r = load(base, "/score", bodies, concurrency=int(c), max_requests=int(bounds["requests"]),
-                     max_seconds=float(bounds["seconds"]))
+            r = load(base, "/score", bodies, concurrency=c, max_requests=bounds.requests,
+                     max_seconds=float(bounds.seconds))
             r["server_rss_mb"] = _process_tree_rss_mb(facts["pid"])
             out["levels"].append(r)
-        burst = load(base, "/score", bodies, concurrency=int(overload["concurrency"]),
-                     max_requests=int(overload["requests"]), max_seconds=float(overload["seconds"]),
-                     timeout=float(overload.get("timeout", 10)))
+        burst = load(base, "/score", bodies, concurrency=overload.concurrency,
+                     max_requests=overload.requests, max_seconds=float(overload.seconds),
+                     timeout=float(overload.timeout))
         out["overload"] = burst
         time.sleep(1.0)
         rec = load(base, "/score", bodies, concurrency=1, max_requests=recovery_requests, max_seconds=30)
@@ -160,7 +161,7 @@ def bench_mode(bundle: str, texts: list[str], levels: dict[int, dict], overload:
     return out
 
 
-def bench_service(bundle: str, texts: list[str], levels: dict[int, dict], overload: dict) -> dict:
+def bench_service(bundle: str, texts: list[str], levels: dict[int, LoadLevel], overload: Overload) -> dict:
     """Both batching modes when the service has a switch, else its default mode only."""
     switch = batching_env()
     result: dict = {"batching_switch": switch, "modes": {}}

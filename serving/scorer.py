@@ -113,13 +113,18 @@ class Scorer:
     concurrent ``run`` calls and the tokenizer is configured once, here.
     """
 
-    def __init__(self, bundle: Bundle, config: ScorerConfig | None = None) -> None:
+    def __init__(self, bundle: Bundle, config: ScorerConfig | None = None, *,
+                 model_path: str | Path | None = None) -> None:
+        """``model_path`` runs another ONNX graph of the same model (e.g. one the export
+        wrote but the bundle does not ship) with everything else from ``bundle``;
+        by default the graph of ``config.variant``."""
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
         self.bundle = bundle
         self.config = config or ScorerConfig()
-        model_path = bundle.model_path(self.config.variant)
+        #: The ONNX graph this scorer runs.
+        self.model_path = Path(model_path) if model_path is not None else bundle.model_path(self.config.variant)
 
         self.tokenizer = Tokenizer.from_file(str(bundle.tokenizer_path))
         self.pad_id, pad_token = self._pad_token(self.tokenizer)
@@ -131,7 +136,7 @@ class Scorer:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(model_path), sess_options=options,
+        self.session = ort.InferenceSession(str(self.model_path), sess_options=options,
                                             providers=["CPUExecutionProvider"])
         graph_inputs = {i.name for i in self.session.get_inputs()}
         missing = [name for name in bundle.onnx_inputs if name not in graph_inputs]

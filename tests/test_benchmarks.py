@@ -1,11 +1,16 @@
 """The benchmark harness on tiny inputs: FLOP counter, summary helpers, padding,
 quality comparison, the load generator (against an in-process ASGI app), the
-subprocess meter and the README writer. Fast and offline; no model needed."""
+subprocess meter, the README writer, the typed plans, and — on the tiny bundle —
+what ``--run-dir`` adds (torch, baseline, quality, graphs the bundle does not
+ship) and what is refused without it. Offline."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
 import sys
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -264,14 +269,16 @@ def test_results_written_per_section_read_back_for_rendering(tmp_path):
 # -- int8 sensitivity ------------------------------------------------------------------
 
 
-def test_int8_sensitivity_reports_every_group_on_the_tiny_bundle(tiny_bundle, tmp_path, capsys, mini_records):
+def test_int8_sensitivity_reports_every_group_on_the_tiny_bundle(tiny_bundle, tiny_run_config, tmp_path, capsys,
+                                                                mini_records):
     from benchmarks.int8_sensitivity import KINDS, _gap, run
 
     ref = np.random.default_rng(0).normal(0, 2, (50, 4))
     same = _gap(ref, ref, lambda z: 1 / (1 + np.exp(-z)), {"moderation": np.full(4, 0.5)})
     assert same["max_abs_proba_diff"] == 0 and same["flag_agreement"] == {"moderation": 1.0}
 
-    report = run(str(tiny_bundle), per_layer=True, simulate=True, out=tmp_path / "s.json")
+    report = run(str(tiny_bundle), Path(tiny_run_config.run_dir), per_layer=True, simulate=True,
+                 out=tmp_path / "s.json")
     assert json.loads((tmp_path / "s.json").read_text()) == report
     groups = report["dynamic_int8"]
     layers = 2  # the tiny BERT of conftest
@@ -284,6 +291,238 @@ def test_int8_sensitivity_reports_every_group_on_the_tiny_bundle(tiny_bundle, tm
     assert groups["everything"]["max_abs_logit_diff"] > 0
     out = capsys.readouterr().out
     assert not any(r["text"] in out for r in mini_records)
+
+
+def test_int8_sensitivity_refuses_to_run_without_the_run_folder(tiny_bundle, tmp_path, capsys):
+    from benchmarks.int8_sensitivity import main, run
+
+    with pytest.raises(SystemExit):
+        main(["--bundle", str(tiny_bundle), "--out", str(tmp_path / "s.json")])
+    assert "--run-dir" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="--run-dir"):
+        run(str(tiny_bundle), None, out=tmp_path / "s.json")
+    assert not (tmp_path / "s.json").exists()
+
+
+# -- typed plans ---------------------------------------------------------------------------
+
+
+def _tiny_plan():
+    """The quick profile, cut to one thread, one batch size and one pass per variant."""
+    from benchmarks.plans import InferencePlan, Timeouts
+    from benchmarks.run import PLANS
+
+    inference = InferencePlan(messages=8, seed=0, threads=(1,), reps=1, batch_messages={4: 8},
+                              variant_messages={"baseline": {4: 6}}, quality_batch=8, quality_threads=1,
+                              budget_s={"torch": 30, "baseline": 30, "onnx_fp32": 30})
+    return dataclasses.replace(PLANS["quick"], inference=inference,
+                               timeouts_s=Timeouts(peak=60, variant=180, scorer=60))
+
+
+@pytest.mark.parametrize("profile", ["full", "quick"])
+def test_plans_round_trip_through_json_with_the_results_shape(profile):
+    from benchmarks.plans import InferencePlan, Plan, as_json
+    from benchmarks.run import PLANS
+
+    plan = PLANS[profile]
+    written = json.loads(json.dumps(dataclasses.asdict(plan)))
+    assert Plan.from_dict(written) == plan and as_json(plan) == written
+    # The part that crosses into each benchmarks.inference process comes back equal.
+    assert InferencePlan.from_json(json.dumps(dataclasses.asdict(plan.inference))) == plan.inference
+    # Results keep their shape: the same sections and keys as the dicts the plans replaced.
+    assert set(written) == {"inference", "service", "scorer", "timeouts_s", "deadline_s"}
+    assert set(written["inference"]) == {"messages", "seed", "threads", "reps", "batch_messages",
+                                         "variant_messages", "quality_batch", "quality_threads", "budget_s"}
+    assert set(written["inference"]["batch_messages"]) == {"1", "8", "32", "128"}
+    assert set(written["service"]) == {"messages", "levels", "overload"}
+    assert all(set(b) == {"requests", "seconds"} for b in written["service"]["levels"].values())
+    assert set(written["service"]["overload"]) == {"concurrency", "requests", "seconds", "timeout"}
+    assert set(written["scorer"]) == {"rows", "min_rows", "budget_s", "policy"}
+    assert set(written["timeouts_s"]) == {"peak", "variant", "scorer"}
+
+
+def test_plans_are_frozen_and_refuse_unknown_keys():
+    from benchmarks.plans import InferencePlan, Plan
+    from benchmarks.run import PLANS
+
+    plan = PLANS["full"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        plan.inference.reps = 1
+    typo = {**dataclasses.asdict(plan.inference), "repeats": 3}
+    with pytest.raises(TypeError):
+        InferencePlan.from_dict(typo)
+    with pytest.raises(TypeError):
+        Plan.from_dict({**dataclasses.asdict(plan), "deadline": 1})
+    # The baseline's own message counts override the plan's per batch size; others use the plan's.
+    assert plan.inference.messages_for("baseline") == [(1, 1000), (8, 2000), (32, 2000), (128, 2000)]
+    assert plan.inference.messages_for("torch") == [(1, 48), (8, 128), (32, 256), (128, 256)]
+    assert plan.inference.budget_for("onnx_int8") == 100.0 and plan.inference.budget_for("x") == float("inf")
+
+
+def test_inference_command_line_carries_the_plan_and_the_run_folder_only_when_given(tmp_path):
+    from benchmarks.plans import InferencePlan
+    from benchmarks.run import inference_args
+
+    plan = _tiny_plan().inference
+    without = inference_args("B", "torch", plan, None, tmp_path)
+    assert "--run-dir" not in without
+    assert InferencePlan.from_json(without[without.index("--plan") + 1]) == plan
+    with_run = inference_args("B", "torch", plan, tmp_path / "run", tmp_path)
+    assert with_run[with_run.index("--run-dir") + 1] == str(tmp_path / "run")
+
+
+# -- what the run folder adds ------------------------------------------------------------
+
+
+def test_splits_come_from_the_run_folder_only_when_it_is_given(tiny_bundle, tiny_run_config, tmp_path):
+    """(``tiny_bundle``: building it writes the run folder.)"""
+    from benchmarks.corpus import benchmark_texts, load_splits
+    from data.split import read_split
+
+    run_dir = Path(tiny_run_config.run_dir)
+    splits = load_splits(run_dir)
+    assert [r.id for r in splits.test] == [r.id for r in read_split(run_dir / "data", "test")]
+    assert splits.train and splits.calib
+    # Without --run-dir: the corpus stands in for the test split; no train split, so no baseline.
+    corpus = load_splits(None)
+    assert corpus.train is None and corpus.calib is None and corpus.test
+    assert "--run-dir" in corpus.source
+    assert len(benchmark_texts(None, 5)) == 5 and benchmark_texts(run_dir, 7, 1) == benchmark_texts(run_dir, 7, 1)
+    # A given folder without prepared splits is an error, not a silent fallback.
+    with pytest.raises(FileNotFoundError, match="--run-dir"):
+        load_splits(tmp_path)
+
+
+def test_torch_and_baseline_are_refused_without_the_run_folder(tiny_bundle, tiny_run_config, tmp_path):
+    from benchmarks.inference import load_runner
+    from benchmarks.run import available_variants, stage_quality
+
+    variants = ("torch", "onnx_fp32", "baseline")
+    ok, missing = available_variants(str(tiny_bundle), variants)
+    assert ok == ("onnx_fp32",) and set(missing) == {"torch", "baseline"}
+    assert all("--run-dir" in why for why in missing.values())
+    for variant in ("torch", "baseline"):
+        with pytest.raises(FileNotFoundError, match="--run-dir"):
+            load_runner(str(tiny_bundle), variant, 8)
+    assert "--run-dir" in stage_quality(str(tiny_bundle), tmp_path, ok)["error"]
+    # With it, both can run; so can every int8 graph the bundle or the run folder has.
+    run_dir = Path(tiny_run_config.run_dir)
+    ok, missing = available_variants(str(tiny_bundle), variants, run_dir)
+    assert ok == variants and missing == {}
+    empty = tmp_path / "empty-run"
+    empty.mkdir()
+    ok, missing = available_variants(str(tiny_bundle), variants, empty)
+    assert ok == ("onnx_fp32",) and all(str(empty) in why for why in missing.values())
+
+
+def test_run_reports_torch_and_baseline_rows_only_with_the_run_folder(
+        tiny_bundle, tiny_run_config, tmp_path, monkeypatch, mini_records):
+    from benchmarks import run as bench
+    from benchmarks.plans import as_json
+    from benchmarks.report import VARIANT_NAMES
+
+    plan = _tiny_plan()
+    monkeypatch.setitem(bench.PLANS, "tiny", plan)
+    skip = ("peak", "service", "scorer")
+    variants = ("torch", "baseline")
+
+    out = tmp_path / "with"
+    results = bench.run(str(tiny_bundle), run_dir=Path(tiny_run_config.run_dir), profile="tiny", skip=skip,
+                        out_dir=out, readme=tmp_path / "with.md", variants=variants)
+    assert results["variants_not_run"] == {}
+    for v in variants:
+        res = results["inference"][v]
+        assert "error" not in res, res.get("error")
+        assert [(c["threads"], c["batch"]) for c in res["cells"]] == [(1, 4)]
+        assert res["test_pass"]["messages"] > 0 and res["cells"][0]["msg_s"] > 0
+    assert results["inference"]["baseline"]["cells"][0]["messages"] == 6  # its own count
+    assert set(results["quality"]["macro_pr_auc"]) == set(variants)
+    written = json.loads((out / "inference.json").read_text(encoding="utf-8"))["inference"]
+    assert written["plan"] == as_json(plan.inference) and set(written["variants"]) == set(variants)
+    table = (tmp_path / "with.md").read_text(encoding="utf-8")
+    assert all(f"| {VARIANT_NAMES[v]} | 1 |" in table for v in variants)
+    assert "Not run" not in table and "messages (the test split, shuffled" in table
+    # Numbers only: no message of the run's splits (or the corpus) is in any results file.
+    dumped = "".join(p.read_text(encoding="utf-8") for p in out.iterdir())
+    assert not any(r["text"] in dumped for r in mini_records if len(r["text"]) > 12)
+
+    # Without it: both are listed as not run, saying what would add them, and nothing is measured.
+    out = tmp_path / "without"
+    results = bench.run(str(tiny_bundle), profile="tiny", skip=skip, out_dir=out, readme=tmp_path / "without.md",
+                        variants=variants)
+    assert results["inference"] == {} and set(results["variants_not_run"]) == set(variants)
+    assert all("--run-dir" in why for why in results["variants_not_run"].values())
+    assert "--run-dir" in results["quality"]["error"]
+    back = bench.read_results(out)
+    assert back["variants_not_run"] == results["variants_not_run"] and back["plan"] == as_json(plan)
+    table = (tmp_path / "without.md").read_text(encoding="utf-8")
+    assert not any(f"| {VARIANT_NAMES[v]} |" in table for v in variants)
+    assert f"Not run: {VARIANT_NAMES['torch']} (" in table and "pass --run-dir" in table
+
+
+# -- graphs the bundle does not ship ------------------------------------------------------
+
+
+def test_a_scorer_given_a_model_path_runs_that_graph_with_the_bundle(tiny_bundle, mini_records):
+    from models.bundle import load_bundle
+    from serving.scorer import Scorer, ScorerConfig
+
+    bundle = load_bundle(tiny_bundle)
+    config = ScorerConfig(variant="fp32", intra_op_threads=1, batch_size=8)
+    plain = Scorer(bundle, config)
+    ours = Scorer(bundle, dataclasses.replace(config, variant=None), model_path=bundle.model_path("fp32"))
+    texts = [r["text"] for r in mini_records[:40]]
+    np.testing.assert_array_equal(ours.proba(texts), plain.proba(texts))
+    assert ours.score(texts, "triage") == plain.score(texts, "triage")
+
+
+def _unshipped_int8(bundle) -> tuple[str, str]:
+    """An int8 variant the bundle does not ship (it ships at most one) and its run-folder file."""
+    from benchmarks.inference import RUN_DIR_GRAPHS, resolve_graph
+
+    for variant, names in RUN_DIR_GRAPHS.items():
+        try:
+            resolve_graph(bundle, variant, None)
+        except FileNotFoundError:
+            return variant, names[0]
+    raise AssertionError("the bundle ships every int8 variant")
+
+
+def test_a_graph_the_bundle_does_not_ship_runs_from_the_run_folder_without_touching_the_manifest(
+        tiny_bundle, tmp_path, mini_records):
+    from benchmarks.inference import OnnxRunner, resolve_graph
+    from models.bundle import MANIFEST_FILE, load_bundle
+    from serving.scorer import Scorer, ScorerConfig
+
+    bundle = load_bundle(tiny_bundle)
+    manifest_bytes = (tiny_bundle / MANIFEST_FILE).read_bytes()
+    variant, name = _unshipped_int8(bundle)
+    with pytest.raises(FileNotFoundError, match="--run-dir"):
+        resolve_graph(bundle, variant, None)
+    # A run folder whose "int8" graph is the fp32 one: any graph with the bundle's inputs will do,
+    # and this one has known scores.
+    run_dir = tmp_path / "run"
+    (run_dir / "onnx").mkdir(parents=True)
+    shutil.copyfile(bundle.model_path("fp32"), run_dir / "onnx" / name)
+    graph = resolve_graph(bundle, variant, run_dir)
+    assert graph.bundle_variant is None and graph.path == (run_dir / "onnx" / name).resolve()
+    assert graph.source.endswith("not shipped in the bundle")
+
+    runner = OnnxRunner(str(tiny_bundle), variant, 8, run_dir)
+    assert runner.source == graph.source and runner.scorer.model_path == graph.path
+    assert runner.model_files == {name: graph.path.stat().st_size}
+    runner.set_threads(2)
+    assert runner.scorer.config.threads == 2 and runner.scorer.model_path == graph.path
+    texts = [r["text"] for r in mini_records[:20]]
+    fp32 = Scorer(bundle, ScorerConfig(variant="fp32", intra_op_threads=1)).proba(texts)
+    np.testing.assert_allclose(runner(texts), fp32, atol=1e-6)
+    # The bundle is read as it is: its manifest still names only what it ships.
+    assert runner.bundle.manifest == bundle.manifest
+    assert graph.path not in {bundle.model_path(v).resolve() for v in runner.bundle.variants}
+    assert (tiny_bundle / MANIFEST_FILE).read_bytes() == manifest_bytes
+    # A graph the bundle ships goes through the plain Scorer.
+    shipped = OnnxRunner(str(tiny_bundle), "fp32", 8, None)
+    assert type(shipped.scorer) is Scorer and shipped.source == "bundle"
 
 
 # -- flag rates on real text -------------------------------------------------------------
@@ -306,9 +545,6 @@ def _yaml_doc(conversations: list[list]) -> str:
 
 def test_real_text_rates_every_set_bundle_and_policy_without_printing_text(
         tiny_bundle, tiny_run_config, tmp_path, capsys):
-    import shutil
-    from pathlib import Path
-
     from benchmarks.real_text import COLUMNS, main
     from data.split import read_split
 

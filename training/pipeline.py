@@ -206,6 +206,7 @@ def run_pipeline(config: RunConfig) -> Path | None:
             metrics["background"] = {
                 "messages": dict(sorted(Counter(r.lang for r in bg_eval).items())),
                 "sources": sorted({r.source for r in bg_eval}), "holdout": config.data.background.holdout,
+                "unknown": config.data.background.unknown,
                 "training_pool": len(bg_train), "background_share": config.train.background_share,
                 "flag_rate": rates,
                 "gate": {"mode": config.eval.background_gate, "limits": config.eval.max_flag_rate,

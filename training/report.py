@@ -76,19 +76,25 @@ def flag_rate_table(background: dict, labels: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _or(labels) -> str:
+    """`a`, `b` or `c`."""
+    names = [f"`{lb}`" for lb in labels]
+    return " or ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+
+
 def background_section(background: dict | None, labels: list[str]) -> str:
     """The model card's section on held-out real text (empty when there was none)."""
     if not background:
         return ""
-    gate = background["gate"]
+    gate, unknown = background["gate"], background.get("unknown", [])
     verdict = ("passed" if gate["passed"] else
                "**FAILED** (bundle written because `eval.background_gate` is `warn`):\n"
                + "\n".join(f"  - {b}" for b in gate["breaches"]))
     return f"""
 ## Ordinary real text (held out from training)
 Share of real, human-written messages flagged, from sources and domains never used in training
-({', '.join(background['sources'])}). Every flag of `threat`, `self_harm` or `bullying_disclosure`
-here is a false alarm; `bullying` is not known for this text (some reviews insult staff).
+({', '.join(background['sources'])}). Every flag of {_or(lb for lb in labels if lb not in unknown)}
+here is a false alarm; {_or(unknown)} {'is' if len(unknown) == 1 else 'are'} not known for this text (some reviews insult staff).
 
 {flag_rate_table(background, labels)}
 
@@ -129,7 +135,8 @@ Scores messages written by and to children for **{', '.join(labels)}**, in
 {', '.join(languages)} (Kazakh, Russian, English, Kazakh–Russian code-switching;
 Latin transliteration included). Scores are calibrated probabilities per label;
 flags are `probability >= threshold` of a policy (`moderation`: precision first;
-`triage`: recall first for self_harm, threat and bullying_disclosure).
+`triage`: recall first for {_or(lb for lb in labels
+                                 if calibration["policies"]["triage"][lb]["objective"] == "recall")}).
 
 ## Intended use
 - Moderation systems of schools, messengers and games (policy `moderation`).
