@@ -570,7 +570,7 @@ def test_real_text_gate_refuses_a_bundle_over_its_limit_or_warns(tiny_bundle, ti
     with pytest.raises(BackgroundGateError, match=f"{policy} / {lang} / {label}"):
         run_pipeline(fail_cfg)
     assert not (tmp_path / "refused").exists()
-    assert "REAL-TEXT GATE" in capsys.readouterr().err
+    assert "GATE (real-text flag-rate limits)" in capsys.readouterr().err
 
     warn_cfg = _tiny_override(tiny_run_config, tmp_path / "warned", [*common, "eval.background_gate=warn"])
     bundle = load_bundle(run_pipeline(warn_cfg))
@@ -612,3 +612,21 @@ def test_pinned_test_quality_judges_only_the_pinned_test_groups(tmp_path):
     assert out["recall"]["triage"]["all"]["self_harm"] == expected["all"]["labels"]["self_harm"]["triage"]["recall"]
     assert out["macro_pr_auc"]["all"] != label_table(proba, y, [r.lang for r in test], list(LABELS),
                                                       ths)["all"]["macro_pr_auc"]
+
+
+def test_the_functional_suite_runs_after_export_and_can_refuse_the_bundle(tiny_bundle, tiny_run_config, tmp_path):
+    from benchmarks.functional.suite import load_suite
+    from models.bundle import load_bundle
+    from training.pipeline import FunctionalGateError, run_pipeline
+
+    bundle = load_bundle(tiny_bundle)
+    functional = bundle.metrics["functional"]
+    assert functional["cases"] == sum(len(f.cases) for f in load_suite())
+    assert set(functional["functionalities"]["fp_tired"]["pass_rate"]) == set(bundle.policies)
+    assert "## Functional suite" in (tiny_bundle / "README.md").read_text(encoding="utf-8")
+    # No model passes every must case of every language: a floor of 100% must refuse it.
+    config = _tiny_override(tiny_run_config, tmp_path / "refused", [
+        "train.reuse_model=true", "eval.functional_gate=fail", "eval.functional_must_pass_rate=1.0"])
+    with pytest.raises(FunctionalGateError, match="functional-suite floors missed"):
+        run_pipeline(config)
+    assert not (tmp_path / "refused").exists()

@@ -153,7 +153,20 @@ class EvalConfig:
         "triage": {"threat": 0.06, "self_harm": 0.06, "bullying_disclosure": 0.06},
     })
 
+    #: The functional suite (benchmarks/functional): run after export and reported in
+    #: metrics.json and the model card; ``fail`` refuses a bundle that misses a floor,
+    #: ``warn`` writes it with a warning, ``off`` skips the suite.
+    functional_gate: str = "warn"
+    #: Floors: every ``must`` functionality's pass rate in every language, and the largest
+    #: gap in false-flag rate between identity groups (per language, under moderation).
+    functional_must_pass_rate: float = 0.90
+    functional_max_group_gap: float = 0.03
+
     def __post_init__(self) -> None:
+        if self.functional_gate not in GATE_MODES:
+            raise ValueError(f"eval.functional_gate must be one of {list(GATE_MODES)}, got {self.functional_gate!r}")
+        if not (0 <= self.functional_must_pass_rate <= 1 and 0 <= self.functional_max_group_gap <= 1):
+            raise ValueError("eval.functional_must_pass_rate and eval.functional_max_group_gap must be in [0, 1]")
         if self.background_gate not in GATE_MODES:
             raise ValueError(f"eval.background_gate must be one of {list(GATE_MODES)}, got {self.background_gate!r}")
         if not isinstance(self.max_flag_rate, dict) or not all(isinstance(v, dict) for v in self.max_flag_rate.values()):

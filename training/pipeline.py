@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.functional.evaluate import Floors, evaluate_suite
+from benchmarks.functional.suite import load_suite
 from data.prepare import prepare_dataset
 from data.schema import LABELS, LANGS, priority_spec
 from data.split import MANIFEST_FILE, read_split
@@ -60,6 +62,23 @@ PLOTS = ("reliability.png", "pr_curves.png")
 
 class BackgroundGateError(RuntimeError):
     """Held-out ordinary text is flagged more often than ``eval.max_flag_rate`` allows."""
+
+
+class FunctionalGateError(RuntimeError):
+    """The model misses a floor of the functional suite (``eval.functional_*``)."""
+
+
+def apply_gate(what: str, misses: list[str], mode: str, setting: str, error: type[Exception], where: str) -> None:
+    """Print every missed limit; refuse the bundle (``fail``) or write it with a warning (``warn``)."""
+    for line in misses:
+        print(f"[qorgan]   GATE ({what}): {line}", file=sys.stderr)
+    if misses and mode == "fail":
+        raise error(f"bundle not written: {len(misses)} {what} missed ({'; '.join(misses[:5])}"
+                    f"{' …' if len(misses) > 5 else ''}). Fix the model or data, or rerun with "
+                    f"--set train.reuse_model=true --set eval.{setting}=warn to write it anyway.")
+    if misses:
+        print(f"[qorgan] WARNING: {len(misses)} {what} missed; the bundle is written because "
+              f"eval.{setting} is 'warn' (see {where})", file=sys.stderr)
 
 
 @contextlib.contextmanager
@@ -212,17 +231,18 @@ def run_pipeline(config: RunConfig) -> Path | None:
                 "gate": {"mode": config.eval.background_gate, "limits": config.eval.max_flag_rate,
                          "breaches": breaches, "passed": not breaches},
             }
-        for line in breaches:
-            print(f"[qorgan]   REAL-TEXT GATE: {line}", file=sys.stderr)
-        if breaches and config.eval.background_gate == "fail":
-            raise BackgroundGateError(
-                f"bundle not written: held-out ordinary text is flagged too often ({len(breaches)} limits "
-                f"exceeded: {'; '.join(breaches)}). Fix the model or data, or rerun with "
-                "--set train.reuse_model=true --set eval.background_gate=warn to write it anyway.")
-        if breaches:
-            print(f"[qorgan] WARNING: {len(breaches)} real-text flag-rate limits exceeded; the bundle is "
-                  "written because eval.background_gate is 'warn' (see metrics.json → background.gate)",
-                  file=sys.stderr)
+        apply_gate("real-text flag-rate limits", breaches, config.eval.background_gate, "background_gate",
+                   BackgroundGateError, "metrics.json → background.gate")
+    if config.eval.functional_gate != "off":
+        with stage("functional suite (benchmarks/functional)", timings):
+            suite = load_suite()
+            texts = [c.text for f in suite for c in f.cases]
+            suite_proba = scaler.transform(onnx_logits(served_path, tokenizer, texts, max_len, bs))
+            floors = Floors(must_pass_rate=config.eval.functional_must_pass_rate,
+                            max_group_gap=config.eval.functional_max_group_gap)
+            metrics["functional"] = evaluate_suite(suite, suite_proba, tuple(LABELS), thresholds, floors)
+        apply_gate("functional-suite floors", metrics["functional"]["failures"], config.eval.functional_gate,
+                   "functional_gate", FunctionalGateError, "metrics.json → functional")
     metrics["timings_s"] = timings
 
     with stage("write bundle", timings):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from benchmarks.functional.evaluate import render as render_functional
 from training.evaluate import ANY_KNOWN
 
 
@@ -80,6 +81,21 @@ def _or(labels) -> str:
     """`a`, `b` or `c`."""
     names = [f"`{lb}`" for lb in labels]
     return " or ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+
+
+def functional_section(functional: dict | None, policies: list[str]) -> str:
+    """The model card's section on the functional suite (empty when it was not run)."""
+    if not functional:
+        return ""
+    return f"""
+## Functional suite (benchmarks/functional, version {functional['suite_version']})
+Pass rate per functionality × language and policy: a case passes when every label it expects
+is flagged and no label it rules out is. Floors: `must` functionalities
+{functional['floors']['must_pass_rate']:.0%} in every language under their policies; identity-group
+false-flag gap ≤ {functional['floors']['max_group_gap']:.0%} under {functional['floors']['gap_policy']}.
+
+{render_functional(functional, tuple(policies))}
+"""
 
 
 def background_section(background: dict | None, labels: list[str]) -> str:
@@ -172,7 +188,7 @@ Per label × language, torch model with calibrated probabilities:
 {pinned_section(metrics.get('test_pinned'))}
 Calibration (test split, all labels, at its own base rate): ECE {cal['ece_before']:.3f} → {cal['ece_after']:.3f};
 Brier {cal['brier_before']:.4f} → {cal['brier_after']:.4f}.
-{background_section(metrics.get('background'), labels)}
+{background_section(metrics.get('background'), labels)}{functional_section(metrics.get('functional'), policies)}
 ## Policy thresholds (fitted on the calib split; 90% bootstrap intervals in calibration.json)
 {chr(10).join(th_lines)}
 
