@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from models.bundle import DEFAULT_BUNDLE_DIR
+from serving.scorer import is_blank
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -130,8 +131,8 @@ def text_problem(value: Any) -> str | None:
         return "missing text"
     if not isinstance(value, str):
         return f"text is a {type(value).__name__}, not a string"
-    if not value.strip():
-        return "empty text"
+    if is_blank(value):
+        return "empty text"  # nothing but whitespace, control or invisible characters
     return None
 
 

@@ -22,13 +22,27 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from serving.scorer import is_blank
+
 _INPUT_CONFIG = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
 
 def _not_blank(text: str) -> str:
-    if not text.strip():
-        raise PydanticCustomError("empty_text", "text is empty or only whitespace")
+    if is_blank(text):
+        raise PydanticCustomError("empty_text", "text is empty or only whitespace, control or invisible characters")
     return text
+
+
+def _known_keys_only(data: Any, model: type[BaseModel]) -> Any:
+    """Refuse unknown keys before pydantic does: its error would name the key in ``loc``,
+    and a client-chosen key must appear in no response and no log line (it may carry a
+    newline and a forged log prefix)."""
+    if isinstance(data, dict):
+        unknown = sum(key not in model.model_fields for key in data)
+        if unknown:
+            raise PydanticCustomError("extra_forbidden", "{count} unknown field(s); allowed: {allowed}",
+                                      {"count": unknown, "allowed": ", ".join(model.model_fields)})
+    return data
 
 
 class RequestModels(NamedTuple):
@@ -53,6 +67,11 @@ def request_models(limits: dict[str, int], default_policy: str) -> RequestModels
 
         id: str = Field(min_length=1, max_length=limits["max_id_chars"])
         text: Text
+
+        @model_validator(mode="before")
+        @classmethod
+        def _known_keys(cls, data: Any) -> Any:
+            return _known_keys_only(data, cls)
 
         @field_validator("text")
         @classmethod
@@ -87,7 +106,7 @@ def request_models(limits: dict[str, int], default_policy: str) -> RequestModels
         @model_validator(mode="before")
         @classmethod
         def _bare_list(cls, data: Any) -> Any:
-            return {"messages": data} if isinstance(data, list) else data
+            return _known_keys_only({"messages": data} if isinstance(data, list) else data, cls)
 
         @field_validator("messages", mode="before")
         @classmethod
@@ -103,13 +122,18 @@ def request_models(limits: dict[str, int], default_policy: str) -> RequestModels
 
         texts: list[Text] = Field(min_length=1, max_length=max_messages)
 
+        @model_validator(mode="before")
+        @classmethod
+        def _known_keys(cls, data: Any) -> Any:
+            return _known_keys_only(data, cls)
+
         @field_validator("texts")
         @classmethod
         def _no_blank(cls, value: list[str]) -> list[str]:
             for i, text in enumerate(value):
-                if not text.strip():
-                    raise PydanticCustomError("empty_text", "text {index} is empty or only whitespace",
-                                              {"index": i})
+                if is_blank(text):
+                    raise PydanticCustomError("empty_text", "text {index} is empty or only whitespace, "
+                                              "control or invisible characters", {"index": i})
             return value
 
     return RequestModels(Message, ScoreRequest, ProbaRequest)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,15 @@ logger = logging.getLogger(__name__)
 ENCODE_SLICE = 2048
 #: Pad tokens looked up, in order, when the tokenizer file carries no padding settings.
 _PAD_TOKEN_CANDIDATES = ("[PAD]", "<pad>", "<|pad|>", "<|padding|>", "<PAD>")
+
+
+def is_blank(text: str) -> bool:
+    """True when ``text`` has nothing to score: only whitespace, control, format
+    (zero-width) or unassigned characters. Such a message is refused by the HTTP API and
+    comes out of the batch scorer with an error, instead of being scored (a lone NUL
+    once scored ``bullying`` 0.98). Letters, digits, punctuation, symbols and emoji count
+    as content: an emoji-only message is a real message."""
+    return not any(unicodedata.category(ch)[0] not in "CZ" for ch in text)
 
 
 def available_cores() -> int:

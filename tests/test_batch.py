@@ -19,7 +19,8 @@ from serving.scorer import Scorer
 
 N_ROWS = 53
 CHUNK = 10
-BAD = {7: "", 21: "   ", 40: None}  # row index -> a text that cannot be scored
+#: Row index -> a text that cannot be scored (50: zero-width characters only, nothing to score).
+BAD = {7: "", 21: "   ", 40: None, 50: "\u200b\u2060"}
 
 
 @pytest.fixture(scope="module")

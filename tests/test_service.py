@@ -200,6 +200,12 @@ BAD_BODIES = {
     "unknown field": {"messages": [MARKER], "priority": MARKER},
     "unknown message field": {"messages": [{"id": "1", "text": MARKER, "lang": MARKER}]},
     "no messages": {"policy": "triage"},
+    # A client-chosen key must reach neither the response nor the log (it could forge a log line).
+    "unknown field named by the client": {"messages": ["a note"], f"{MARKER}\n[ERROR] forged line": 1},
+    "unknown message key named by the client": {"messages": [{"id": "1", "text": "a note", MARKER: 1}]},
+    # Nothing to score: a NUL once scored bullying 0.98.
+    "control character only": {"messages": ["\u0000"]},
+    "zero-width characters only": {"messages": ["\u200b\u200d\ufeff"]},
 }
 
 
@@ -209,7 +215,11 @@ def test_bad_requests_get_a_400_without_the_text(client, body):
     assert r.status_code == 400, r.text
     out = r.json()
     assert out["error"] and out["detail"]
-    assert MARKER not in r.text
+    assert MARKER not in r.text and "forged" not in r.text
+
+
+def test_emoji_only_messages_are_scored(client):
+    assert score(client, {"messages": ["😀😀", "👍", "?!"]}).status_code == 200
 
 
 def test_invalid_json_gets_a_400(client):
@@ -220,9 +230,11 @@ def test_invalid_json_gets_a_400(client):
 
 def test_proba_endpoint_has_the_same_limits(client):
     for body in ({"texts": []}, {"texts": [" "]}, {"texts": ["x" * (MAX_TEXT_CHARS + 1)]},
-                 {"texts": ["n"] * (MAX_MESSAGES + 1)}, {"texts": ["a"], "extra": 1}):
+                 {"texts": ["n"] * (MAX_MESSAGES + 1)}, {"texts": ["a"], "extra": 1},
+                 {"texts": ["\u0000"]}, {"texts": ["a"], MARKER: 1}):
         r = client.post("/proba", json=body, headers=AUTH)
         assert r.status_code == 400, body
+        assert MARKER not in r.text
 
 
 def test_bodies_over_the_limit_get_a_413(client):
