@@ -204,7 +204,7 @@ def _fingerprint(config: BatchConfig, scorer) -> dict[str, Any]:
         "output_format": file_format(config.output), "text_column": config.text_column,
         "policy": config.policy, "sort": config.sort, "chunk_rows": config.chunk_rows,
         "model": scorer.name, "model_version": scorer.version,
-        "model_sha256": scorer.bundle.manifest["files"].get(scorer.bundle.model_path(scorer.config.variant).name),
+        "model_sha256": scorer.bundle.manifest["files"].get(scorer.model_path.name),
     }
 
 

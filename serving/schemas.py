@@ -13,6 +13,7 @@ from typing import Annotated, Any, NamedTuple
 
 from bentoml import IODescriptor
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -24,8 +25,6 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from serving.scorer import is_blank
 
-_INPUT_CONFIG = ConfigDict(extra="forbid", hide_input_in_errors=True)
-
 
 def _not_blank(text: str) -> str:
     if is_blank(text):
@@ -33,16 +32,24 @@ def _not_blank(text: str) -> str:
     return text
 
 
-def _known_keys_only(data: Any, model: type[BaseModel]) -> Any:
-    """Refuse unknown keys before pydantic does: its error would name the key in ``loc``,
-    and a client-chosen key must appear in no response and no log line (it may carry a
-    newline and a forged log prefix)."""
-    if isinstance(data, dict):
-        unknown = sum(key not in model.model_fields for key in data)
-        if unknown:
-            raise PydanticCustomError("extra_forbidden", "{count} unknown field(s); allowed: {allowed}",
-                                      {"count": unknown, "allowed": ", ".join(model.model_fields)})
-    return data
+class _Input(BaseModel):
+    """Every request model: unknown fields are refused, and no error carries the input.
+
+    Unknown keys are refused before pydantic's own ``extra="forbid"`` check, whose error
+    would name the key in ``loc``: a client-chosen key must appear in no response and no
+    log line (it may carry a newline and a forged log prefix)."""
+
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys_only(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = sum(key not in cls.model_fields for key in data)
+            if unknown:
+                raise PydanticCustomError("extra_forbidden", "{count} unknown field(s); allowed: {allowed}",
+                                          {"count": unknown, "allowed": ", ".join(cls.model_fields)})
+        return data
 
 
 class RequestModels(NamedTuple):
@@ -57,26 +64,14 @@ def request_models(limits: dict[str, int], default_policy: str) -> RequestModels
     """Request models for a bundle's ``serving`` section (``Bundle.limits``, the ``api``
     default policy): the bundle is the one place those facts live."""
     max_messages, max_text_chars = limits["max_messages"], limits["max_text_chars"]
-    #: One message text: 1 to ``max_text_chars`` characters, not only whitespace.
-    Text = Annotated[str, Field(min_length=1, max_length=max_text_chars)]
+    #: One message text: 1 to ``max_text_chars`` characters, not blank (``is_blank``).
+    Text = Annotated[str, Field(min_length=1, max_length=max_text_chars), AfterValidator(_not_blank)]
 
-    class Message(BaseModel):
+    class Message(_Input):
         """A message to score; ``id`` is echoed back so results can be matched."""
-
-        model_config = _INPUT_CONFIG
 
         id: str = Field(min_length=1, max_length=limits["max_id_chars"])
         text: Text
-
-        @model_validator(mode="before")
-        @classmethod
-        def _known_keys(cls, data: Any) -> Any:
-            return _known_keys_only(data, cls)
-
-        @field_validator("text")
-        @classmethod
-        def _check_text(cls, value: str) -> str:
-            return _not_blank(value)
 
     def messages_accept_strings(schema: dict[str, Any]) -> None:
         """Document that ``messages`` items may be bare strings.
@@ -90,14 +85,12 @@ def request_models(limits: dict[str, int], default_policy: str) -> RequestModels
         schema["items"] = {"anyOf": [{"type": "string", "minLength": 1, "maxLength": max_text_chars},
                                      schema["items"]]}
 
-    class ScoreRequest(IODescriptor):
+    class ScoreRequest(IODescriptor, _Input):
         """``{"messages": [{"id", "text"}, …], "policy": "moderation"}``.
 
         A bare list of strings is accepted as the whole body or as ``messages``;
         such messages get their position as id (``"0"``, ``"1"``, …).
         """
-
-        model_config = _INPUT_CONFIG
 
         messages: list[Message] = Field(min_length=1, max_length=max_messages,
                                         json_schema_extra=messages_accept_strings)
@@ -106,7 +99,7 @@ def request_models(limits: dict[str, int], default_policy: str) -> RequestModels
         @model_validator(mode="before")
         @classmethod
         def _bare_list(cls, data: Any) -> Any:
-            return _known_keys_only({"messages": data} if isinstance(data, list) else data, cls)
+            return {"messages": data} if isinstance(data, list) else data
 
         @field_validator("messages", mode="before")
         @classmethod
@@ -115,26 +108,10 @@ def request_models(limits: dict[str, int], default_policy: str) -> RequestModels
                 return [{"id": str(i), "text": m} if isinstance(m, str) else m for i, m in enumerate(value)]
             return value
 
-    class ProbaRequest(IODescriptor):
+    class ProbaRequest(IODescriptor, _Input):
         """``{"texts": [...]}``: the batchable endpoint that adaptive batching merges."""
 
-        model_config = _INPUT_CONFIG
-
         texts: list[Text] = Field(min_length=1, max_length=max_messages)
-
-        @model_validator(mode="before")
-        @classmethod
-        def _known_keys(cls, data: Any) -> Any:
-            return _known_keys_only(data, cls)
-
-        @field_validator("texts")
-        @classmethod
-        def _no_blank(cls, value: list[str]) -> list[str]:
-            for i, text in enumerate(value):
-                if is_blank(text):
-                    raise PydanticCustomError("empty_text", "text {index} is empty or only whitespace, "
-                                              "control or invisible characters", {"index": i})
-            return value
 
     return RequestModels(Message, ScoreRequest, ProbaRequest)
 

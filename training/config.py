@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from benchmarks.functional.evaluate import Floors
 from data.prepare import PrepareConfig
 from data.schema import LABELS, LANGS, MAX_TEXT_CHARS, POLICIES
 from models.bundle import DEFAULT_BUNDLE_DIR, ENTRY_POINTS
@@ -159,8 +160,8 @@ class EvalConfig:
     functional_gate: str = "warn"
     #: Floors: every ``must`` functionality's pass rate in every language, and the largest
     #: gap in false-flag rate between identity groups (per language, under moderation).
-    functional_must_pass_rate: float = 0.90
-    functional_max_group_gap: float = 0.03
+    functional_must_pass_rate: float = Floors.must_pass_rate
+    functional_max_group_gap: float = Floors.max_group_gap
 
     def __post_init__(self) -> None:
         if self.functional_gate not in GATE_MODES:
