@@ -7,7 +7,7 @@ MODEL  ?= models/default
 HOST   ?= 127.0.0.1
 PORT   ?= 3000
 
-.PHONY: install test test-slow lint model serve bench clean
+.PHONY: install test test-slow lint model serve bench harden clean
 
 # torch is pinned in the same pip command: 2.13.0 is the CPU build on this disk;
 # an unpinned torch would pull a multi-GB CUDA build.
@@ -39,6 +39,10 @@ serve: model
 
 bench: model
 	$(BIN)/python -m benchmarks.run --bundle $(MODEL)
+
+# Long hardening run on 127.0.0.1 (fuzzing, burst, soak): benchmarks/results/hardening.json.
+harden: model
+	$(BIN)/python -m benchmarks.hardening --bundle $(MODEL)
 
 clean:
 	rm -rf runs build *.egg-info .pytest_cache .ruff_cache

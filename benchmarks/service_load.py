@@ -61,10 +61,14 @@ def _bentoml_cmd() -> list[str]:
 
 @contextlib.contextmanager
 def running_service(bundle: str, port: int, extra_env: dict[str, str] | None = None,
-                    ready_timeout: float = 180.0) -> Iterator[dict]:
-    """Start the service, wait until ``/readyz`` answers 200, yield facts, stop it."""
+                    ready_timeout: float = 180.0, log_path: Path | None = None) -> Iterator[dict]:
+    """Start the service, wait until ``/readyz`` answers 200, yield facts, stop it.
+
+    The server's output goes to ``log_path`` when given (kept, e.g. to check it for
+    leaks after the server stopped), else to a temporary file."""
     env = {**os.environ, "QORGAN_BUNDLE": str(bundle), **(extra_env or {})}
-    log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in the finally below)
+    # closed in the finally below
+    log = tempfile.TemporaryFile() if log_path is None else open(log_path, "w+b")  # noqa: SIM115
     t0 = time.perf_counter()
     proc = subprocess.Popen([*_bentoml_cmd(), "serve", "serving.service:Qorgan", "--host", HOST,
                              "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,

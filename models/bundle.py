@@ -80,11 +80,16 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def _parse_json(raw: bytes, path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise BundleError(f"{path.name} is not valid JSON: {exc.msg} at line {exc.lineno}") from exc
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        where = f": {exc.msg} at line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else " (not UTF-8)"
+        raise BundleError(f"{path.name} is not valid JSON{where}") from exc
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return _parse_json(path.read_bytes(), path)
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,10 @@ class Bundle:
     manifest: dict[str, Any]
     calibration: dict[str, Any]
     metrics: dict[str, Any]
+    #: ``sha256:<hex>`` of the ``bundle.json`` bytes that were read. The manifest lists
+    #: the sha256 of every other file, so this one value pins the whole bundle: a client
+    #: that trusts a digest can tell an edited bundle even under the same name and version.
+    digest: str = ""
 
     @property
     def name(self) -> str:
@@ -230,7 +239,8 @@ def load_bundle(path: str | Path, *, verify: bool = True) -> Bundle:
     manifest_path = root / MANIFEST_FILE
     if not manifest_path.is_file():
         raise BundleError(f"{root} is not a model bundle: {MANIFEST_FILE} is missing")
-    manifest = _read_json(manifest_path)
+    raw = manifest_path.read_bytes()
+    manifest = _parse_json(raw, manifest_path)
     version = manifest.get("schema_version")
     if version not in SUPPORTED_SCHEMA_VERSIONS:
         raise BundleError(f"{root}: bundle schema version {version!r} is not supported "
@@ -257,7 +267,7 @@ def load_bundle(path: str | Path, *, verify: bool = True) -> Bundle:
         raise BundleError(f"{root}: the manifest names no model file for its serving variant {serving!r}")
     calibration = _read_json(root / CALIBRATION_FILE)
     metrics = _read_json(root / METRICS_FILE)
-    bundle = Bundle(root, manifest, calibration, metrics)
+    bundle = Bundle(root, manifest, calibration, metrics, digest=f"sha256:{hashlib.sha256(raw).hexdigest()}")
     _check_serving(bundle)
     for lb in bundle.labels:
         if lb not in calibration.get("labels", {}):

@@ -1,7 +1,9 @@
-"""API-key authentication, the request body limit, and the bind-address guard.
+"""API-key authentication, the request body checks (size, media type), and the
+bind-address guard.
 
 The open-source BentoML server has neither authentication nor a body size
-limit; both are plain ASGI middleware added with ``add_asgi_middleware``.
+limit, and it answers 500 to a body it cannot parse as its declared media type;
+all three are plain ASGI middleware added with ``add_asgi_middleware``.
 
 Keys come from ``QORGAN_API_KEYS`` (comma-separated) and/or
 ``QORGAN_API_KEYS_FILE`` (one key per line, ``#`` comments). Clients send
@@ -165,6 +167,33 @@ class BodySizeLimitMiddleware:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+#: The only media type a request body may have.
+JSON_MEDIA_TYPE = b"application/json"
+
+
+class JsonBodyMiddleware:
+    """Refuse a request body that is not declared ``application/json`` with 415.
+
+    Without it BentoML picks a parser by the declared type and answers 500 to a
+    ``multipart/form-data`` body with no boundary. Refusing ``text/plain``, form
+    types and a missing type also makes every cross-origin browser POST need a CORS
+    preflight, which this server never grants: a web page cannot use a keyless
+    loopback server through the visitor's browser.
+    """
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope.get("method") in _BODY_METHODS:
+            declared = (_header(scope, b"content-type") or b"").split(b";")[0].strip().lower()
+            if declared != JSON_MEDIA_TYPE:
+                await _send_json(send, 415, {"error": "request body must be JSON, sent with "
+                                                      "'Content-Type: application/json'"})
+                return
+        await self.app(scope, receive, send)
 
 
 def is_loopback(host: str) -> bool:

@@ -324,7 +324,7 @@ def score_file(config: BatchConfig, scorer=None) -> BatchSummary:
 
     empty = scored_table(reader.schema.empty_table(), {name: [] for name in types}, types)
     parts = [work / name for name in output_order(state["parts"], buckets)]
-    batch_io.write_output(parts, config.output, out_fmt, empty)
+    batch_io.write_output(parts, config.output, out_fmt, empty, scratch=work)
     shutil.rmtree(work)
     levels = {lvl: state["per_priority"].get(lvl, 0) for lvl in scorer.priority_levels}
     return BatchSummary(rows_in=state["rows_done"], rows_scored=state["rows_scored"],

@@ -2,8 +2,11 @@
 
 Every chunk of input rows is a ``pyarrow.Table``, whatever the file format:
 
-* CSV: every column a string. A CSV holds text, and pyarrow's per-block type
-  inference could otherwise change a column's type halfway through the file.
+* CSV: every column a string (a CSV holds text). Python's ``csv`` module reads
+  it row by row, so that one bad row cannot stop the file: a row with another
+  number of fields than the header, a value that is not UTF-8, a field over
+  :data:`CSV_FIELD_LIMIT` or a quote left open at the end of the file becomes a
+  row of nulls with a reading problem that names its row and line.
 * Parquet: the file's own schema.
 * JSONL: a schema found in the counting pass over the whole file, so that
   every chunk has the same one. A column whose values are all strings, all
@@ -12,23 +15,24 @@ Every chunk of input rows is a ``pyarrow.Table``, whatever the file format:
   and is marked so in its field metadata (:func:`is_json_text`): the text check
   still sees a value's real type (``5`` is not the text ``"5"``), and a JSONL
   output gives back each value as it was read. A line that is not a JSON
-  object becomes a row of nulls with a reading problem (:attr:`Chunk.problems`),
-  so it is kept and reported like any other row that cannot be scored.
+  object becomes a row of nulls with a reading problem (:attr:`Chunk.problems`).
+
+Either way a row that cannot be read is kept and reported like any other row
+that cannot be scored: every input row comes out.
 
 Parts are written atomically, so a crash never leaves a half-written part
 under its name. The output is put together in a temporary file beside it and
 then renamed onto it, so it is either complete or absent.
 
-Errors name files, lines and columns, never values. pyarrow's CSV parse
-errors quote the offending row, so they are replaced by the problem alone.
+Errors and problems name files, rows, lines and columns, never values.
 """
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
-import re
 import shutil
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -114,7 +118,8 @@ class Chunk:
     """A slice of input rows, with the problems met while reading them.
 
     ``problems`` holds, per row, why the row could not be read (a JSONL line
-    that is not a JSON object) or None; CSV and Parquet rows have none.
+    that is not a JSON object, a CSV row that is not well-formed) or None;
+    Parquet rows have none.
     """
 
     table: pa.Table
@@ -154,9 +159,7 @@ class Reader:
         if self.format == "jsonl":
             yield from _jsonl_chunks(self.path, self.schema, self.chunk_rows)
         elif self.format == "csv":
-            with _csv_errors(self.path):
-                for table in _rechunk(_csv_batches(self.path, self.schema), self.chunk_rows):
-                    yield Chunk(table)
+            yield from _csv_chunks(self.path, self.schema, self.chunk_rows)
         else:
             batches = pq.ParquetFile(self.path).iter_batches(batch_size=min(self.chunk_rows, 65536))
             for table in _rechunk(batches, self.chunk_rows):
@@ -186,36 +189,83 @@ def _scan_parquet(path: Path) -> tuple[pa.Schema, int]:
     return pf.schema_arrow, pf.metadata.num_rows
 
 
-def _csv_batches(path: Path, schema: pa.Schema | None = None) -> pcsv.CSVStreamingReader:
-    """Record batches of a CSV file, with ``schema``'s column types if given."""
-    return pcsv.open_csv(
-        pa.input_stream(str(path)),
-        read_options=pcsv.ReadOptions(block_size=1 << 22),
-        parse_options=pcsv.ParseOptions(newlines_in_values=True),
-        convert_options=pcsv.ConvertOptions(column_types={f.name: f.type for f in schema or []}),
-    )
+#: The longest CSV field read, in characters (Python's default is 131,072); a longer
+#: one makes its row a reading problem.
+CSV_FIELD_LIMIT = 16 * 1024 * 1024
+
+
+def _csv_rows(path: Path) -> Iterator[tuple[list[str | None] | None, str | None]]:
+    """The header and None, then per non-blank row its values (None for a value that is
+    not UTF-8) and None, or the values it has and why the row cannot be scored."""
+    csv.field_size_limit(CSV_FIELD_LIMIT)
+    # surrogateescape keeps a bad byte as a lone surrogate, found per value below.
+    with path.open("r", encoding="utf-8-sig", errors="surrogateescape", newline="") as fh:
+        reader = csv.reader(fh, strict=True)
+        header: list[str] | None = None
+        row_number = 0
+        while True:
+            first_line = reader.line_num + 1
+            try:
+                values, problem = next(reader), None
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                values, problem = None, _csv_problem(exc)
+            if header is None:
+                if not values or any(map(_undecodable, values)):
+                    raise ValueError(f"{path}: the header line cannot be read "
+                                     f"({problem or ('not UTF-8' if values else 'it is empty')})")
+                header = values
+                yield header, None
+                continue
+            if values == []:  # a blank line
+                continue
+            row_number += 1
+            if values is not None and len(values) != len(header):
+                values, problem = None, f"{len(values)} fields where the header has {len(header)}"
+            elif values is not None and any(map(_undecodable, values)):
+                bad = [name for name, v in zip(header, values, strict=True) if _undecodable(v)]
+                values = [None if _undecodable(v) else v for v in values]
+                problem = f"{', '.join(bad)} not valid UTF-8"
+            yield values, (f"row {row_number} (line {first_line}): {problem}" if problem else None)
+
+
+def _undecodable(value: str) -> bool:
+    """Whether a value read with ``surrogateescape`` held bytes that are not UTF-8."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _csv_problem(exc: csv.Error) -> str:
+    """The csv module's reason without any of the row's text."""
+    reason = str(exc)
+    if "field larger than field limit" in reason:
+        return f"a field is longer than {CSV_FIELD_LIMIT} characters"
+    if "unexpected end of data" in reason or "EOF" in reason:
+        return "a quoted field is not closed before the end of the file"
+    return "the row is not well-formed CSV (quoting)"
 
 
 def _scan_csv(path: Path) -> tuple[pa.Schema, int]:
     """Every column a string (see the module docstring) and the row count."""
-    with _csv_errors(path):
-        reader = _csv_batches(path)
-        try:
-            schema = pa.schema([pa.field(name, pa.string()) for name in reader.schema.names])
-        finally:
-            reader.close()
-        return schema, sum(batch.num_rows for batch in _csv_batches(path, schema))
+    rows = _csv_rows(path)
+    header = next(rows, (None,))[0]
+    if header is None:
+        raise ValueError(f"{path}: the file is empty (a CSV input needs a header line)")
+    return pa.schema([pa.field(name, pa.string()) for name in header]), sum(1 for _ in rows)
 
 
-@contextmanager
-def _csv_errors(path: Path) -> Iterator[None]:
-    """Turn pyarrow's CSV errors, which quote the offending row, into ones that do not."""
-    try:
-        yield
-    except pa.ArrowInvalid as exc:
-        known = re.search(r"Expected \d+ columns, got \d+|invalid UTF8 data", str(exc))
-        problem = known.group(0) if known else "a row cannot be parsed"
-        raise ValueError(f"{path} is not a well-formed CSV file: {problem} (the row is not shown)") from None
+def _csv_chunks(path: Path, schema: pa.Schema, chunk_rows: int) -> Iterator[Chunk]:
+    rows = _csv_rows(path)
+    next(rows)  # the header, already in the schema
+    while batch := list(islice(rows, chunk_rows)):
+        values = [row if row is not None else [None] * len(schema) for row, _ in batch]
+        table = pa.table([pa.array([v[j] for v in values], pa.string()) for j in range(len(schema))],
+                         schema=schema)
+        yield Chunk(table, [problem for _, problem in batch])
 
 
 def _jsonl_lines(path: Path) -> Iterator[tuple[dict[str, Any], str | None]]:
@@ -229,10 +279,25 @@ def _jsonl_lines(path: Path) -> Iterator[tuple[dict[str, Any], str | None]]:
             except ValueError:
                 yield {}, f"line {lineno} is not valid JSON"
                 continue
-            if isinstance(obj, dict):
-                yield obj, None
-            else:
+            if not isinstance(obj, dict):
                 yield {}, f"line {lineno} is not a JSON object"
+            elif not all(map(_is_unicode, obj)):
+                yield {}, f"line {lineno} has a key that is not valid Unicode (a lone surrogate)"
+            elif bad := [key for key, value in obj.items() if not _is_unicode(value)]:
+                # JSON can escape a lone surrogate; no output format can hold one.
+                yield ({k: None if k in bad else v for k, v in obj.items()},
+                       f"line {lineno}: {', '.join(bad)} not valid Unicode (a lone surrogate)")
+            else:
+                yield obj, None
+
+
+def _is_unicode(value: Any) -> bool:
+    """Whether a JSON value's strings can be written as UTF-8 (no lone surrogate)."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _scan_jsonl(path: Path) -> tuple[pa.Schema, int]:
@@ -306,13 +371,16 @@ def write_part(path: Path, fmt: str, table: pa.Table) -> None:
     os.replace(tmp, path)
 
 
-def write_output(parts: list[Path], output: Path, fmt: str, empty: pa.Table) -> None:
+def write_output(parts: list[Path], output: Path, fmt: str, empty: pa.Table, scratch: Path) -> None:
     """Concatenate ``parts`` into ``output``, complete or not at all.
 
     ``empty`` has the output's columns and no rows: it gives a CSV its header
-    and an input without rows an output without rows.
+    and an input without rows an output without rows. The output is put together
+    in ``scratch`` (the run's work folder, on the output's file system) and renamed
+    onto ``output``: a run killed while merging leaves no partial copy of the
+    messages beside the output, and ``--resume`` clears the work folder.
     """
-    tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
+    tmp = scratch / f"{output.name}.merge.tmp"
     try:
         if fmt == "parquet":
             _concat_parquet(parts, tmp, empty)

@@ -9,7 +9,7 @@ text of a message.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple
 
 from bentoml import IODescriptor
 from pydantic import (
@@ -17,13 +17,12 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic_core import PydanticCustomError
 
-from serving.scorer import is_blank
+from serving.scorer import CONTENT_PATTERN, is_blank
 
 
 def _not_blank(text: str) -> str:
@@ -60,12 +59,16 @@ class RequestModels(NamedTuple):
     ProbaRequest: type[IODescriptor]
 
 
-def request_models(limits: dict[str, int], default_policy: str) -> RequestModels:
+def request_models(limits: dict[str, int], policies: tuple[str, ...], default_policy: str) -> RequestModels:
     """Request models for a bundle's ``serving`` section (``Bundle.limits``, the ``api``
-    default policy): the bundle is the one place those facts live."""
+    default policy) and its policies: the bundle is the one place those facts live."""
     max_messages, max_text_chars = limits["max_messages"], limits["max_text_chars"]
+    #: One of the bundle's policies (an ``enum`` in the OpenAPI document).
+    Policy = Literal[tuple(policies)]  # type: ignore[valid-type]
     #: One message text: 1 to ``max_text_chars`` characters, not blank (``is_blank``).
-    Text = Annotated[str, Field(min_length=1, max_length=max_text_chars), AfterValidator(_not_blank)]
+    #: The OpenAPI document states the blank check as a ``pattern`` (the validator is the check itself).
+    Text = Annotated[str, Field(min_length=1, max_length=max_text_chars, json_schema_extra={"pattern": CONTENT_PATTERN}),
+                     AfterValidator(_not_blank)]
 
     class Message(_Input):
         """A message to score; ``id`` is echoed back so results can be matched."""
@@ -82,8 +85,8 @@ def request_models(limits: dict[str, int], default_policy: str) -> RequestModels
         object schema it would turn a string into ``{}``; under a string schema it
         passes strings and objects through unchanged.
         """
-        schema["items"] = {"anyOf": [{"type": "string", "minLength": 1, "maxLength": max_text_chars},
-                                     schema["items"]]}
+        schema["items"] = {"anyOf": [{"type": "string", "minLength": 1, "maxLength": max_text_chars,
+                                      "pattern": CONTENT_PATTERN}, schema["items"]]}
 
     class ScoreRequest(IODescriptor, _Input):
         """``{"messages": [{"id", "text"}, …], "policy": "moderation"}``.
@@ -94,7 +97,7 @@ def request_models(limits: dict[str, int], default_policy: str) -> RequestModels
 
         messages: list[Message] = Field(min_length=1, max_length=max_messages,
                                         json_schema_extra=messages_accept_strings)
-        policy: str = Field(default=default_policy, min_length=1, max_length=64)
+        policy: Policy = default_policy
 
         @model_validator(mode="before")
         @classmethod
@@ -130,14 +133,59 @@ class ScoreResponse(BaseModel):
 
     model: str
     model_version: str
+    #: ``sha256:…`` of the bundle's manifest (``GET /model → digest``): pins exactly which
+    #: bundle, thresholds included, answered; an edited bundle has another digest.
+    model_digest: str
     policy: str
     results: list[MessageScore]
 
 
-def unknown_policy_error(policy: str, known: tuple[str, ...]) -> ValidationError:
-    """The same 400 a schema violation gets, for a policy the loaded model does not have."""
-    detail = InitErrorDetails(
-        type=PydanticCustomError("unknown_policy", "unknown policy; this model has {known}",
-                                 {"known": ", ".join(known)}),
-        loc=("policy",), input=policy)
-    return ValidationError.from_exception_data("ScoreRequest", [detail], hide_input=True)
+class PolicyThreshold(BaseModel):
+    """One label's threshold under a policy and what it was fitted for."""
+
+    threshold: float
+    objective: str | None = None
+    precision: float | None = None
+    recall: float | None = None
+    precision_at_prevalence: float | None = None
+
+
+class ModelInfo(BaseModel):
+    """The answer of ``GET /model``: the loaded bundle's identity, policies, limits and quality."""
+
+    name: str
+    version: str
+    digest: str
+    created: str | None
+    git_commit: str | None
+    labels: list[str]
+    languages: list[str]
+    policies: dict[str, dict[str, PolicyThreshold]]
+    default_policy: dict[str, str]
+    priority: dict[str, Any]
+    calibration_method: str | None
+    prevalence: dict[str, float | None]
+    max_length_tokens: int
+    limits: dict[str, int]
+    metrics: dict[str, Any]
+
+
+class ErrorDetail(BaseModel):
+    """One reason a request was refused; it never carries the request's text or keys."""
+
+    type: str
+    loc: list[str | int]
+    msg: str
+
+
+class RequestError(BaseModel):
+    """A 400 answer: a summary and one entry per problem."""
+
+    error: str
+    detail: list[ErrorDetail]
+
+
+class PlainError(BaseModel):
+    """Any other refusal (401, 413, 415, 429, 500, 503)."""
+
+    error: str

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,13 +32,37 @@ ENCODE_SLICE = 2048
 _PAD_TOKEN_CANDIDATES = ("[PAD]", "<pad>", "<|pad|>", "<|padding|>", "<PAD>")
 
 
+def _blank_ranges() -> list[tuple[int, int]]:
+    """Code-point ranges of the Basic Multilingual Plane that carry nothing to score:
+    whitespace and separators (Z*), controls (Cc) and format characters (Cf: zero-width
+    spaces and joiners, BOM, direction marks)."""
+    ranges: list[tuple[int, int]] = []
+    for cp in range(0x10000):
+        ch = chr(cp)
+        if 0xD800 <= cp <= 0xDFFF or not (ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf", "Zs", "Zl", "Zp")):
+            continue
+        if ranges and ranges[-1][1] == cp - 1:
+            ranges[-1] = (ranges[-1][0], cp)
+        else:
+            ranges.append((cp, cp))
+    return ranges
+
+
+#: A text must match this somewhere to be scored: one character that is content (not in
+#: :func:`_blank_ranges`). Written with ``\uXXXX`` escapes, which Python's ``re`` and
+#: JavaScript's regular expressions read alike, so that the OpenAPI document states it
+#: as the ``pattern`` of a message text.
+CONTENT_PATTERN = "[^" + "".join(f"\\u{a:04x}" + (f"-\\u{b:04x}" if b > a else "") for a, b in _blank_ranges()) + "]"
+_CONTENT = re.compile(CONTENT_PATTERN)
+
+
 def is_blank(text: str) -> bool:
-    """True when ``text`` has nothing to score: only whitespace, control, format
-    (zero-width) or unassigned characters. Such a message is refused by the HTTP API and
-    comes out of the batch scorer with an error, instead of being scored (a lone NUL
-    once scored ``bullying`` 0.98). Letters, digits, punctuation, symbols and emoji count
-    as content: an emoji-only message is a real message."""
-    return not any(unicodedata.category(ch)[0] not in "CZ" for ch in text)
+    """True when ``text`` has nothing to score: only whitespace, separator, control or
+    format (zero-width) characters, i.e. no match of :data:`CONTENT_PATTERN`. Such a
+    message is refused by the HTTP API and comes out of the batch scorer with an error,
+    instead of being scored (a lone NUL once scored ``bullying`` 0.98). Letters, digits,
+    punctuation, symbols and emoji count as content: an emoji-only message is a real one."""
+    return _CONTENT.search(text) is None
 
 
 def available_cores() -> int:

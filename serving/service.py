@@ -34,30 +34,46 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from models.bundle import UnknownPolicyError, load_bundle
+from models.bundle import Bundle, BundleError, load_bundle
 from serving.auth import (
     INTERNAL_TOKEN,
     ApiKeyMiddleware,
     ApiKeys,
     BodySizeLimitMiddleware,
     InsecureBindError,
+    JsonBodyMiddleware,
     check_bind,
     listening_hosts,
     serve_command_host,
 )
+from serving.logs import install_log_filters
 from serving.metrics import service_metrics
-from serving.schemas import MessageScore, ScoreResponse, request_models, unknown_policy_error
-from serving.scorer import Scorer
+from serving.openapi import MODEL_INFO_PATH, OpenApiMiddleware, complete_openapi
+from serving.schemas import MessageScore, ModelInfo, ScoreResponse, request_models
+from serving.scorer import Scorer, ScorerConfig
 from serving.settings import ServiceSettings
 
 # A child of the "bentoml" logger, so that `bentoml serve` shows its lines.
 logger = logging.getLogger("bentoml.qorgan")
+# A refused request is one INFO line, not an ERROR with a traceback (serving.logs).
+install_log_filters()
 
-# The endpoints' request schemas come from the bundle's manifest (limits, default
-# policy), read here because BentoML needs them when the class is defined. The
-# files are verified when a worker loads the bundle (Qorgan.__init__).
-_SERVING = load_bundle(ServiceSettings.from_env().bundle, verify=False)
-_REQUESTS = request_models(_SERVING.limits, _SERVING.default_policy("api"))
+
+
+def _served_bundle() -> Bundle:
+    """The bundle, verified when this module is imported: `bentoml serve` imports it before
+    it starts any worker, so a missing or tampered bundle stops the server once, with its
+    reason, instead of workers that fail and are restarted forever."""
+    try:
+        return load_bundle(ServiceSettings.from_env().bundle)
+    except BundleError as exc:
+        raise SystemExit(f"qorgan: cannot serve: {exc}") from None
+
+
+# The endpoints' request schemas come from the bundle's manifest (limits, policies,
+# default policy), read here because BentoML needs them when the class is defined.
+_SERVING = _served_bundle()
+_REQUESTS = request_models(_SERVING.limits, _SERVING.policies, _SERVING.default_policy("api"))
 Message = _REQUESTS.Message
 
 #: Adaptive batching: the most texts merged into one model call, and the longest
@@ -85,8 +101,8 @@ class Qorgan:
         # The command-line check (below) covers `bentoml serve`; this one covers any
         # other way of starting a worker, by looking at the socket it really listens on.
         check_bind(listening_hosts(), ApiKeys.from_env())
-        self.scorer = Scorer.from_bundle(settings.bundle, workers=settings.workers,
-                                         intra_op_threads=settings.intra_op_threads)
+        self.scorer = Scorer(_SERVING, ScorerConfig(workers=settings.workers,
+                                                    intra_op_threads=settings.intra_op_threads))
         self.scorer.proba(["warm-up"])  # fail now, not on the first request, if the graph cannot run
         self._metrics = service_metrics()
         self._metrics.model_info.labels(name=self.scorer.name, version=self.scorer.version).set(1)
@@ -113,17 +129,14 @@ class Qorgan:
     @bentoml.api(route="/score", input_spec=_REQUESTS.ScoreRequest)
     async def score(self, messages: list[Message], policy: str) -> ScoreResponse:
         """Score messages under a policy: calibrated scores, flags and triage priority per message."""
-        try:
-            self.scorer.bundle.check_policy(policy)
-        except UnknownPolicyError as exc:
-            raise unknown_policy_error(exc.policy, exc.known) from None
         proba = await self._proba([m.text for m in messages])
         scores = self.scorer.scores_from_proba(proba, policy)
         self._metrics.record(policy, self.scorer.labels,
                              [sum(s.flags[lb] for s in scores) for lb in self.scorer.labels],
                              [s.priority for s in scores])
         return ScoreResponse(
-            model=self.scorer.name, model_version=self.scorer.version, policy=policy,
+            model=self.scorer.name, model_version=self.scorer.version, model_digest=self.scorer.bundle.digest,
+            policy=policy,
             results=[MessageScore(id=m.id, scores=s.scores, flags=s.flags, priority=s.priority)
                      for m, s in zip(messages, scores, strict=True)])
 
@@ -149,34 +162,34 @@ class Qorgan:
         return np.asarray(await client.proba(texts=texts), dtype=np.float32)
 
     def model_info(self) -> dict[str, Any]:
-        """What ``GET /model`` answers: the loaded bundle's identity, policies and quality."""
+        """What ``GET /model`` answers (:class:`serving.schemas.ModelInfo`): the loaded
+        bundle's identity and digest, policies, limits and quality."""
         bundle = self.scorer.bundle
         manifest = bundle.manifest
-        policies = {
-            policy: {lb: {k: per_label[lb].get(k) for k in ("threshold", "objective", "precision", "recall",
-                                                             "precision_at_prevalence")}
-                     for lb in bundle.labels}
-            for policy, per_label in bundle.calibration["policies"].items()
-        }
-        return {
-            "name": bundle.name,
-            "version": bundle.version,
-            "created": manifest.get("created"),
-            "git_commit": manifest.get("git_commit"),
-            "labels": list(bundle.labels),
-            "languages": list(bundle.languages),
-            "policies": policies,
-            "default_policy": bundle.serving["default_policy"],
-            "priority": bundle.priority,
-            "calibration_method": manifest.get("calibration_method"),
-            "prevalence": bundle.prevalence(),
-            "max_length_tokens": bundle.max_length,
-            "limits": bundle.limits,
-            "metrics": bundle.metrics_summary(),
-        }
+        return ModelInfo(
+            name=bundle.name,
+            version=bundle.version,
+            digest=bundle.digest,
+            created=manifest.get("created"),
+            git_commit=manifest.get("git_commit"),
+            labels=list(bundle.labels),
+            languages=list(bundle.languages),
+            policies={policy: {lb: per_label[lb] for lb in bundle.labels}
+                      for policy, per_label in bundle.calibration["policies"].items()},
+            default_policy=bundle.serving["default_policy"],
+            priority=bundle.priority,
+            calibration_method=manifest.get("calibration_method"),
+            prevalence=bundle.prevalence(),
+            max_length_tokens=bundle.max_length,
+            limits=bundle.limits,
+            metrics=bundle.metrics_summary(),
+        ).model_dump()
 
 
-# Outermost first: reject a missing key before reading any body.
+# Outermost first: reject a missing key, then a body that is not JSON, before reading any body.
 Qorgan.add_asgi_middleware(ApiKeyMiddleware)
+Qorgan.add_asgi_middleware(OpenApiMiddleware, document=lambda: complete_openapi(
+    Qorgan.openapi_spec.asdict(), [api.route for api in Qorgan.apis.values()]))
+Qorgan.add_asgi_middleware(JsonBodyMiddleware)
 Qorgan.add_asgi_middleware(BodySizeLimitMiddleware)
-Qorgan.mount_asgi_app(Starlette(routes=[Route("/model", _model_info, methods=["GET"])]), path="/")
+Qorgan.mount_asgi_app(Starlette(routes=[Route(MODEL_INFO_PATH, _model_info, methods=["GET"])]), path="/")

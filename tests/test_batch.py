@@ -298,12 +298,46 @@ def test_reader_keeps_jsonl_lines_that_are_not_objects(tmp_path):
     assert chunks[1].problems == ["line 4 is not a JSON object"]
 
 
-def test_malformed_csv_fails_without_showing_the_row(tmp_path):
+def test_malformed_csv_rows_come_out_with_an_error_naming_the_row(scorer, tmp_path):
+    """One bad row (wrong field count, a byte that is not UTF-8, a quote left open) used
+    to stop the whole file; now every row comes out, and no error shows a value."""
     src = tmp_path / "in.csv"
-    src.write_text("id,text\nr1,fine\nr2,a secret message,extra\n", encoding="utf-8")
-    with pytest.raises(ValueError, match="Expected 2 columns, got 3") as failure:
+    src.write_bytes(b'id,text\nr1,fine\nr2,a secret message,extra\nr3,bad \xff secret byte\n\n'
+                    b'r4,"two\nlines"\nr5,"open secret quote\nmore secret\n')
+    reader = Reader(src, chunk_rows=CHUNK)
+    assert reader.rows == 5 and reader.columns == ["id", "text"]
+    summary = run(scorer, src, tmp_path / "out.jsonl")
+    rows = read_output(tmp_path / "out.jsonl")
+    assert summary.rows_in == len(rows) == 5 and summary.rows_error == 3
+    assert [r["id"] for r in rows] == ["r1", None, "r3", "r4", None]
+    assert [r["error"] for r in rows] == [
+        None,
+        "row 2 (line 3): 3 fields where the header has 2",
+        "row 3 (line 4): text not valid UTF-8",
+        None,
+        "row 5 (line 8): a quoted field is not closed before the end of the file",
+    ]
+    assert rows[3]["priority"] in scorer.priority_levels
+    assert "secret" not in (tmp_path / "out.jsonl").read_text()
+    src.write_bytes(b"id,t\xffext\nr1,fine\n")
+    with pytest.raises(ValueError, match="header line cannot be read") as failure:
         Reader(src, chunk_rows=CHUNK)
-    assert "secret" not in str(failure.value)
+    assert "fine" not in str(failure.value)
+
+
+def test_a_lone_surrogate_in_jsonl_is_a_row_error_not_a_crash(scorer, tmp_path):
+    """JSON can escape a lone surrogate; the tokenizer and every output format refuse one."""
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"id": "a", "text": "fine"}\n{"id": "b", "text": "hi \\udc80 there"}\n'
+                   '{"id": "c", "text": "ok", "note": ["\\ud800"]}\n{"\\udfff": 1, "text": "x"}\n', encoding="utf-8")
+    for out in (tmp_path / "out.jsonl", tmp_path / "out.parquet"):
+        run(scorer, src, out)
+        rows = read_output(out)
+        assert [r["id"] for r in rows] == ["a", "b", "c", None]
+        assert [r["error"] for r in rows] == [
+            None, "line 2: text not valid Unicode (a lone surrogate)",
+            "line 3: note not valid Unicode (a lone surrogate)",
+            "line 4 has a key that is not valid Unicode (a lone surrogate)"]
 
 
 def test_bad_runs_fail_clearly(scorer, tmp_path):

@@ -173,3 +173,23 @@ def test_serving_never_imports_torch_transformers_data_or_training(tiny_bundle):
     banned = re.compile(r"^\s*(from|import)\s+(torch|transformers|data|training)\b", re.MULTILINE)
     for source in (root / "serving").glob("*.py"):
         assert not banned.search(source.read_text(encoding="utf-8")), source.name
+
+
+def test_the_blank_rule_and_its_openapi_pattern_agree():
+    """``is_blank`` is ``CONTENT_PATTERN`` not matching: the document states the rule the API applies."""
+    import re
+    import unicodedata
+
+    from serving.scorer import CONTENT_PATTERN, is_blank
+
+    for text in ["\u0000", "\u200b\u2060\ufeff", " \t\n\u00a0\u3000", "\u2028"]:
+        assert is_blank(text), repr(text)
+    for text in ["a", "😀", "?!", "5", "\u200dя", "\ue000"]:
+        assert not is_blank(text), repr(text)
+    pattern = re.compile(CONTENT_PATTERN)
+    for cp in range(0x10000):
+        if 0xD800 <= cp <= 0xDFFF:
+            continue
+        ch = chr(cp)
+        content = not (ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf", "Zs", "Zl", "Zp"))
+        assert bool(pattern.search(ch)) is content is not is_blank(ch), hex(cp)

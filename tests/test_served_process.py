@@ -164,6 +164,9 @@ def test_server_log_has_no_message_text(server):
     log = log_path.read_text(errors="replace")
     assert "loaded model" in log and "/score" in log
     assert MARKER not in log
+    # A refused request is one INFO line; tracebacks are for server faults (serving.logs).
+    assert "refused request on /score [POST]: HTTP 400 (ValidationError)" in log
+    assert "Traceback" not in log
 
 
 def test_refuses_a_public_address_without_an_api_key(tiny_bundle):
@@ -177,3 +180,45 @@ def test_refuses_a_public_address_without_an_api_key(tiny_bundle):
         stop(proc)
     assert proc.returncode != 0
     assert b"refusing to serve on 0.0.0.0 without an API key" in out
+
+
+def test_a_tampered_bundle_stops_the_server_once_with_its_reason(tiny_bundle, tmp_path):
+    """Workers that fail to load are restarted forever; the check at import stops
+    `bentoml serve` before any worker starts."""
+    import shutil
+
+    from models.bundle import CALIBRATION_FILE
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    cal = json.loads((bundle / CALIBRATION_FILE).read_text())
+    cal["policies"]["triage"]["self_harm"]["threshold"] = 0.99
+    (bundle / CALIBRATION_FILE).write_text(json.dumps(cal))
+    proc = subprocess.Popen(
+        [BENTOML, "serve", "serving.service:Qorgan", "--host", "127.0.0.1", "--port", str(free_port())],
+        cwd=ROOT, env=server_env(bundle), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        stop(proc)
+    assert proc.returncode != 0
+    assert out.count(b"calibration.json does not match its sha256") == 1, out.decode(errors="replace")[-2000:]
+
+
+#: Cases per operation and generation mode here; `make harden` runs 300 (benchmarks/hardening).
+FAST_FUZZ_EXAMPLES = 40
+
+
+def test_fuzzing_from_the_openapi_document_finds_no_5xx_mismatch_or_echo(server):
+    """schemathesis, positive and negative cases for every documented operation: no 5xx,
+    answers that conform to the document, no sent string in a refusal or in the log."""
+    from benchmarks.hardening.fuzz import fuzz, leaked_into
+
+    url, log_path = server
+    report = fuzz(url, {}, FAST_FUZZ_EXAMPLES)
+    assert report.cases >= 100 and report.per_status.get("400", 0) > 0
+    assert report.server_errors == 0 and report.failures == [], report.failures
+    assert report.sent, "the fuzzer sent no string long enough to look for"
+    time.sleep(0.5)
+    assert leaked_into(log_path.read_text(errors="replace"), report.sent) == []

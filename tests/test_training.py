@@ -4,6 +4,7 @@ gate, and the end-to-end pipeline on a tiny model."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -312,6 +313,27 @@ def test_tampered_bundle_is_refused(tiny_bundle, tmp_path):
         fh.write(b"\0")
     with pytest.raises(BundleError, match="model.onnx does not match"):
         load_bundle(copy)
+
+
+def test_the_digest_pins_a_bundle_even_when_its_manifest_is_re_hashed(tiny_bundle, tmp_path):
+    """An edited threshold with its sha256 updated in bundle.json loads, under the same name
+    and version, but with another digest: the value a client pins (GET /model, responses)."""
+    from models.bundle import CALIBRATION_FILE, MANIFEST_FILE, load_bundle, sha256_file
+
+    original = load_bundle(tiny_bundle)
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", original.digest)
+    assert load_bundle(tiny_bundle).digest == original.digest  # stable across loads
+    copy = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, copy)
+    cal = json.loads((copy / CALIBRATION_FILE).read_text())
+    cal["policies"]["triage"]["self_harm"]["threshold"] = 0.99
+    (copy / CALIBRATION_FILE).write_text(json.dumps(cal))
+    manifest = json.loads((copy / MANIFEST_FILE).read_text())
+    manifest["files"][CALIBRATION_FILE] = sha256_file(copy / CALIBRATION_FILE)
+    (copy / MANIFEST_FILE).write_text(json.dumps(manifest))
+    edited = load_bundle(copy)
+    assert (edited.name, edited.version) == (original.name, original.version)
+    assert edited.digest != original.digest
 
 
 def test_unknown_schema_and_missing_files_are_refused(tiny_bundle, tmp_path):

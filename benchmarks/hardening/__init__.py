@@ -1,0 +1,1 @@
+"""Hardening: API fuzzing, overload and soak (`make harden`)."""
