@@ -45,6 +45,9 @@ def _jsonl_rows(path: Path) -> Iterator[RawRow]:
             except json.JSONDecodeError as exc:
                 yield RawRow(where, None, f"bad_json: not valid JSON ({exc.msg} at column {exc.colno})")
                 continue
+            except RecursionError:  # e.g. [[[[…]]]] nested a hundred thousand deep
+                yield RawRow(where, None, "bad_json: nested too deeply")
+                continue
             if not isinstance(obj, dict):
                 yield RawRow(where, None, "bad_json: each line must be a JSON object")
                 continue

@@ -109,6 +109,8 @@ class BatchSummary:
     output: str = ""
     model: str = ""
     model_version: str = ""
+    #: ``sha256:…`` of the bundle's manifest (``Bundle.digest``): exactly which bundle scored.
+    model_digest: str = ""
     policy: str = ""
     resumed_rows: int = 0
     seconds: float = 0.0
@@ -118,7 +120,7 @@ class BatchSummary:
         resumed = f" ({self.resumed_rows} from an earlier run)" if self.resumed_rows else ""
         return (f"rows in: {self.rows_in}{resumed}\nrows scored: {self.rows_scored}\n"
                 f"rows with errors: {self.rows_error}\nper priority: {prio}\n"
-                f"model: {self.model} {self.model_version}, policy {self.policy}\n"
+                f"model: {self.model} {self.model_version} ({self.model_digest}), policy {self.policy}\n"
                 f"wrote {self.output} in {self.seconds:.1f} s")
 
 
@@ -203,7 +205,7 @@ def _fingerprint(config: BatchConfig, scorer) -> dict[str, Any]:
         "input": str(config.input.resolve()), "input_size": stat.st_size, "input_mtime_ns": stat.st_mtime_ns,
         "output_format": file_format(config.output), "text_column": config.text_column,
         "policy": config.policy, "sort": config.sort, "chunk_rows": config.chunk_rows,
-        "model": scorer.name, "model_version": scorer.version,
+        "model": scorer.name, "model_version": scorer.version, "model_digest": scorer.bundle.digest,
         "model_sha256": scorer.bundle.manifest["files"].get(scorer.model_path.name),
     }
 
@@ -329,7 +331,8 @@ def score_file(config: BatchConfig, scorer=None) -> BatchSummary:
     levels = {lvl: state["per_priority"].get(lvl, 0) for lvl in scorer.priority_levels}
     return BatchSummary(rows_in=state["rows_done"], rows_scored=state["rows_scored"],
                         rows_error=state["rows_error"], per_priority=levels, output=str(config.output),
-                        model=scorer.name, model_version=scorer.version, policy=config.policy,
+                        model=scorer.name, model_version=scorer.version, model_digest=scorer.bundle.digest,
+                        policy=config.policy,
                         resumed_rows=resumed, seconds=time.monotonic() - started)
 
 

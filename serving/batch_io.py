@@ -35,7 +35,6 @@ import json
 import os
 import shutil
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -189,15 +188,14 @@ def _scan_parquet(path: Path) -> tuple[pa.Schema, int]:
     return pf.schema_arrow, pf.metadata.num_rows
 
 
-#: The longest CSV field read, in characters (Python's default is 131,072); a longer
-#: one makes its row a reading problem.
-CSV_FIELD_LIMIT = 16 * 1024 * 1024
+#: The longest CSV field read, in characters: the csv module's own limit (131,072 unless
+#: the process changed it; far above any message). A longer one makes its row a reading problem.
+CSV_FIELD_LIMIT = csv.field_size_limit()
 
 
 def _csv_rows(path: Path) -> Iterator[tuple[list[str | None] | None, str | None]]:
     """The header and None, then per non-blank row its values (None for a value that is
     not UTF-8) and None, or the values it has and why the row cannot be scored."""
-    csv.field_size_limit(CSV_FIELD_LIMIT)
     # surrogateescape keeps a bad byte as a lone surrogate, found per value below.
     with path.open("r", encoding="utf-8-sig", errors="surrogateescape", newline="") as fh:
         reader = csv.reader(fh, strict=True)
@@ -278,6 +276,9 @@ def _jsonl_lines(path: Path) -> Iterator[tuple[dict[str, Any], str | None]]:
                 obj = json.loads(line)
             except ValueError:
                 yield {}, f"line {lineno} is not valid JSON"
+                continue
+            except RecursionError:  # e.g. [[[[…]]]] nested a hundred thousand deep
+                yield {}, f"line {lineno} is nested too deeply"
                 continue
             if not isinstance(obj, dict):
                 yield {}, f"line {lineno} is not a JSON object"

@@ -59,7 +59,6 @@ logger = logging.getLogger("bentoml.qorgan")
 install_log_filters()
 
 
-
 def _served_bundle() -> Bundle:
     """The bundle, verified when this module is imported: `bentoml serve` imports it before
     it starts any worker, so a missing or tampered bundle stops the server once, with its

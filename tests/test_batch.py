@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import qorgan
+from models.bundle import load_bundle
 from serving.batch import STATE_VERSION, BatchConfig, score_file
 from serving.batch_io import Reader
 from serving.scorer import Scorer
@@ -372,6 +373,7 @@ def test_qorgan_score_command(tiny_bundle, tmp_path, capsys):
     captured = capsys.readouterr()
     assert code == 0
     assert "policy triage" in captured.out
+    assert f"({load_bundle(tiny_bundle).digest})" in captured.out  # the exact bundle that scored
     assert len(read_output(out)) == N_ROWS
     assert f"rows in: {N_ROWS}" in captured.out and f"rows with errors: {len(BAD)}" in captured.out
     assert "per priority:" in captured.out

@@ -81,36 +81,38 @@ def fuzz(base_url: str, headers: dict[str, str], max_examples: int, *, seed: int
             report.echoes += 1
             raise AssertionError(f"the {response.status_code} answer repeats {len(leaked)} sent string(s)")
 
+    def run_case(case, where: str) -> None:
+        if isinstance(case.body, dict | list):
+            report.sent |= strings_in(case.body)
+        report.cases += 1
+        try:
+            response = case.call(base_url=base_url, headers=headers, timeout=60)
+        except Exception as exc:  # a dropped connection is a finding too
+            report.failures.append(f"{where}: no response ({type(exc).__name__})")
+            return
+        status = str(response.status_code)
+        report.per_status[status] = report.per_status.get(status, 0) + 1
+        if response.status_code >= 500:
+            report.server_errors += 1
+        try:
+            case.validate_response(response, additional_checks=[no_echo])
+        except (Exception, BaseExceptionGroup) as exc:  # schemathesis: a FailureGroup of failed checks
+            titles = {getattr(f, "title", None) or str(f)[:120] for f in getattr(exc, "exceptions", [exc])}
+            report.failures.append(f"{where} {status}: {'; '.join(sorted(titles))}")
+
+    def runner(where: str):
+        def one(case) -> None:
+            run_case(case, where)
+        return one
+
     for result in schema.get_all_operations():
         operation = result.ok()
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-
-            @hypothesis_seed(seed)
-            @settings(max_examples=max_examples, deadline=None, database=None, derandomize=False,
-                      suppress_health_check=list(HealthCheck))
-            @given(case=operation.as_strategy(generation_mode=mode))
-            def one(case) -> None:
-                if isinstance(case.body, dict | list):
-                    report.sent |= strings_in(case.body)
-                try:
-                    response = case.call(base_url=base_url, headers=headers, timeout=60)
-                except Exception as exc:  # a dropped connection is a finding too
-                    report.cases += 1
-                    report.failures.append(f"{operation.label} [{mode}]: no response ({type(exc).__name__})")
-                    return
-                report.cases += 1
-                status = str(response.status_code)
-                report.per_status[status] = report.per_status.get(status, 0) + 1
-                if response.status_code >= 500:
-                    report.server_errors += 1
-                try:
-                    case.validate_response(response, additional_checks=[no_echo])
-                except (Exception, BaseExceptionGroup) as exc:  # schemathesis: a FailureGroup of failed checks
-                    titles = {getattr(f, "title", None) or str(f)[:120] for f in getattr(exc, "exceptions", [exc])}
-                    report.failures.append(f"{operation.label} [{mode}] {status}: {'; '.join(sorted(titles))}")
-
+            test = given(case=operation.as_strategy(generation_mode=mode))(runner(f"{operation.label} [{mode}]"))
+            test = settings(max_examples=max_examples, deadline=None, database=None,
+                            suppress_health_check=list(HealthCheck))(test)
             try:
-                one()
+                hypothesis_seed(seed)(test)()
             except Unsatisfiable:  # nothing to vary (a GET without parameters has no invalid form)
                 continue
     return report
