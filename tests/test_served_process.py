@@ -206,7 +206,7 @@ def test_a_tampered_bundle_stops_the_server_once_with_its_reason(tiny_bundle, tm
     assert out.count(b"calibration.json does not match its sha256") == 1, out.decode(errors="replace")[-2000:]
 
 
-#: Cases per operation and generation mode here; `make harden` runs 300 (benchmarks/hardening).
+#: Cases per operation and generation mode here; `make harden` runs 500 (benchmarks/hardening).
 FAST_FUZZ_EXAMPLES = 40
 
 

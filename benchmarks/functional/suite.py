@@ -41,7 +41,8 @@ from data.schema import LABELS, LANGS, POLICIES
 
 TEMPLATES = Path(__file__).parent / "templates"
 #: Version of the suite (bump when templates change meaning, not when cases are added).
-SUITE_VERSION = "1"
+#: 2: disclosures must not be flagged self_harm (a bare report is not a risk to life).
+SUITE_VERSION = "2"
 GRADES = ("must", "should")
 MIN_CASES_PER_LANGUAGE = 20
 MAX_CASES_PER_LANGUAGE = 40

@@ -39,7 +39,7 @@ MARKER = "heron-quartz-5521"
 
 @dataclass(frozen=True)
 class HardenPlan:
-    fuzz_examples: int = 300  # per operation and mode: ≥ 2,000 cases over the document
+    fuzz_examples: int = 500  # per operation and mode: ≥ 2,000 cases over the document
     burst_concurrency: int = 640
     burst_requests: int = 4000
     burst_seconds: float = 120.0
