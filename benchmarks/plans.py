@@ -143,3 +143,20 @@ class Plan:
         return cls(**{**d, "inference": InferencePlan.from_dict(d["inference"]),
                       "service": ServicePlan.from_dict(d["service"]),
                       "scorer": ScorerPlan(**d["scorer"]), "timeouts_s": Timeouts(**d["timeouts_s"])})
+
+
+@dataclass(frozen=True)
+class HardenPlan:
+    """What ``make harden`` does (``python -m benchmarks.hardening``); every field is a
+    command-line flag of the same name, and the plan is written into the results."""
+
+    fuzz_examples: int = 500  # per operation and mode: ≥ 2,000 cases over the document
+    burst_concurrency: int = 640
+    burst_requests: int = 4000
+    burst_seconds: float = 120.0
+    recovery_limit_s: float = 5.0
+    soak_requests: int = 50_000
+    soak_concurrency: int = 8
+    soak_seconds: float = 600.0
+    soak_warmup_share: float = 0.1
+    max_rss_drift: float = 0.10

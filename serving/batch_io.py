@@ -196,7 +196,7 @@ CSV_FIELD_LIMIT = csv.field_size_limit()
 def _csv_rows(path: Path) -> Iterator[tuple[list[str | None] | None, str | None]]:
     """The header and None, then per non-blank row its values (None for a value that is
     not UTF-8) and None, or the values it has and why the row cannot be scored."""
-    # surrogateescape keeps a bad byte as a lone surrogate, found per value below.
+    # surrogateescape keeps a bad byte as a lone surrogate, found per value (_is_unicode).
     with path.open("r", encoding="utf-8-sig", errors="surrogateescape", newline="") as fh:
         reader = csv.reader(fh, strict=True)
         header: list[str] | None = None
@@ -210,7 +210,7 @@ def _csv_rows(path: Path) -> Iterator[tuple[list[str | None] | None, str | None]
             except csv.Error as exc:
                 values, problem = None, _csv_problem(exc)
             if header is None:
-                if not values or any(map(_undecodable, values)):
+                if not values or not all(map(_is_unicode, values)):
                     raise ValueError(f"{path}: the header line cannot be read "
                                      f"({problem or ('not UTF-8' if values else 'it is empty')})")
                 header = values
@@ -221,20 +221,22 @@ def _csv_rows(path: Path) -> Iterator[tuple[list[str | None] | None, str | None]
             row_number += 1
             if values is not None and len(values) != len(header):
                 values, problem = None, f"{len(values)} fields where the header has {len(header)}"
-            elif values is not None and any(map(_undecodable, values)):
-                bad = [name for name, v in zip(header, values, strict=True) if _undecodable(v)]
-                values = [None if _undecodable(v) else v for v in values]
+            elif values is not None and not all(map(_is_unicode, values)):
+                bad = [name for name, v in zip(header, values, strict=True) if not _is_unicode(v)]
+                values = [v if _is_unicode(v) else None for v in values]
                 problem = f"{', '.join(bad)} not valid UTF-8"
             yield values, (f"row {row_number} (line {first_line}): {problem}" if problem else None)
 
 
-def _undecodable(value: str) -> bool:
-    """Whether a value read with ``surrogateescape`` held bytes that are not UTF-8."""
+def _is_unicode(value: Any) -> bool:
+    """Whether a value (a string, or any JSON value) can be written as UTF-8: it holds no
+    lone surrogate, which JSON can escape and ``surrogateescape`` makes of bytes that
+    are not UTF-8."""
     try:
-        value.encode("utf-8")
+        (value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)).encode("utf-8")
     except UnicodeEncodeError:
-        return True
-    return False
+        return False
+    return True
 
 
 def _csv_problem(exc: csv.Error) -> str:
@@ -292,13 +294,6 @@ def _jsonl_lines(path: Path) -> Iterator[tuple[dict[str, Any], str | None]]:
                 yield obj, None
 
 
-def _is_unicode(value: Any) -> bool:
-    """Whether a JSON value's strings can be written as UTF-8 (no lone surrogate)."""
-    try:
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _scan_jsonl(path: Path) -> tuple[pa.Schema, int]:

@@ -169,17 +169,22 @@ def test_server_log_has_no_message_text(server):
     assert "Traceback" not in log
 
 
-def test_refuses_a_public_address_without_an_api_key(tiny_bundle):
+def refused_start(bundle: Path, host: str) -> bytes:
+    """The output of a `bentoml serve` that must exit by itself, non-zero, within a minute."""
     proc = subprocess.Popen(
-        [BENTOML, "serve", "serving.service:Qorgan", "--host", "0.0.0.0", "--port", str(free_port())],
-        cwd=ROOT, env=server_env(tiny_bundle), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [BENTOML, "serve", "serving.service:Qorgan", "--host", host, "--port", str(free_port())],
+        cwd=ROOT, env=server_env(bundle), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         start_new_session=True)
     try:
         out, _ = proc.communicate(timeout=60)
     finally:
         stop(proc)
     assert proc.returncode != 0
-    assert b"refusing to serve on 0.0.0.0 without an API key" in out
+    return out
+
+
+def test_refuses_a_public_address_without_an_api_key(tiny_bundle):
+    assert b"refusing to serve on 0.0.0.0 without an API key" in refused_start(tiny_bundle, "0.0.0.0")
 
 
 def test_a_tampered_bundle_stops_the_server_once_with_its_reason(tiny_bundle, tmp_path):
@@ -194,15 +199,7 @@ def test_a_tampered_bundle_stops_the_server_once_with_its_reason(tiny_bundle, tm
     cal = json.loads((bundle / CALIBRATION_FILE).read_text())
     cal["policies"]["triage"]["self_harm"]["threshold"] = 0.99
     (bundle / CALIBRATION_FILE).write_text(json.dumps(cal))
-    proc = subprocess.Popen(
-        [BENTOML, "serve", "serving.service:Qorgan", "--host", "127.0.0.1", "--port", str(free_port())],
-        cwd=ROOT, env=server_env(bundle), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=60)
-    finally:
-        stop(proc)
-    assert proc.returncode != 0
+    out = refused_start(bundle, "127.0.0.1")
     assert out.count(b"calibration.json does not match its sha256") == 1, out.decode(errors="replace")[-2000:]
 
 

@@ -22,13 +22,14 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import httpx
 
 from benchmarks.hardening.fuzz import fuzz, leaked_into
 from benchmarks.loadgen import load
+from benchmarks.plans import HardenPlan
 from benchmarks.service_load import free_port, running_service, score_bodies
 from models.bundle import DEFAULT_BUNDLE_DIR
 
@@ -37,31 +38,18 @@ RESULTS = Path(__file__).resolve().parents[1] / "results" / "hardening.json"
 MARKER = "heron-quartz-5521"
 
 
-@dataclass(frozen=True)
-class HardenPlan:
-    fuzz_examples: int = 500  # per operation and mode: ≥ 2,000 cases over the document
-    burst_concurrency: int = 640
-    burst_requests: int = 4000
-    burst_seconds: float = 120.0
-    recovery_limit_s: float = 5.0
-    soak_requests: int = 50_000
-    soak_concurrency: int = 8
-    soak_seconds: float = 600.0
-    soak_warmup_share: float = 0.1
-    max_rss_drift: float = 0.10
-
-
-def _tree(pid: int):
+def _sample(pid: int) -> dict[str, float]:
+    """RSS and open file descriptors of the server and all its child processes."""
     import psutil
 
-    p = psutil.Process(pid)
-    return [p, *p.children(recursive=True)]
-
-
-def _sample(pid: int) -> dict[str, float]:
-    procs = _tree(pid)
-    return {"rss_mb": sum(p.memory_info().rss for p in procs) / 2**20,
-            "fds": float(sum(p.num_fds() for p in procs))}
+    root = psutil.Process(pid)
+    rss = fds = 0
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            rss, fds = rss + proc.memory_info().rss, fds + proc.num_fds()
+        except psutil.Error:  # a process that ended between listing and reading
+            continue
+    return {"rss_mb": rss / 2**20, "fds": float(fds)}
 
 
 def _recovery_seconds(base: str, limit: float) -> float | None:
@@ -121,7 +109,8 @@ def harden(bundle: str, plan: HardenPlan) -> dict:
             out["fuzz"] = {**report.summary(), "seconds": time.perf_counter() - t0}
             burst = load(base, "/score", bodies, concurrency=plan.burst_concurrency,
                          max_requests=plan.burst_requests, max_seconds=plan.burst_seconds, timeout=60.0)
-            out["burst"] = {k: burst[k] for k in ("requests", "ok", "status", "other_5xx", "errors", "seconds")}
+            out["burst"] = {k: burst[k] for k in ("requests", "ok", "status", "other_5xx", "errors", "seconds",
+                                                  "throughput_rps", "latency_ms")}
             out["burst"]["recovery_s"] = _recovery_seconds(base, plan.recovery_limit_s)
             out["soak"] = soak(base, pid, bodies, plan)
         log = log_path.read_text(errors="replace")
@@ -169,8 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     fz, burst, sk = out["fuzz"], out["burst"], out["soak"]
     print(f"fuzz: {fz['cases']} cases, {fz['server_errors']} 5xx, {len(fz['failures'])} failed checks, "
           f"{fz['echoes']} echoes ({fz['seconds']:.0f} s)")
-    print(f"burst: {burst['requests']} requests at concurrency {plan.burst_concurrency}: {burst['status']}; "
-          f"recovered in {burst['recovery_s']} s")
+    print(f"burst: {burst['requests']} requests at concurrency {plan.burst_concurrency}: {burst['status']}, "
+          f"goodput {burst['throughput_rps']:.0f} req/s; recovered in {burst['recovery_s']} s")
     print(f"soak: {sk['requests']} requests, {sk['ok']} ok, {sk['rps']} req/s; RSS {sk['rss_mb_after_warmup']:.0f} → "
           f"peak {sk['rss_mb_peak']:.0f} MB (drift {sk['rss_drift']:.1%}); fds {sk['fds_after_warmup']:.0f} → "
           f"{sk['fds_end']:.0f}")

@@ -10,7 +10,6 @@ caller checks its server log the same way (:func:`leaked_into`).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -116,7 +115,3 @@ def fuzz(base_url: str, headers: dict[str, str], max_examples: int, *, seed: int
             except Unsatisfiable:  # nothing to vary (a GET without parameters has no invalid form)
                 continue
     return report
-
-
-def write_report(report: FuzzReport, path) -> None:
-    path.write_text(json.dumps(report.summary(), indent=1) + "\n", encoding="utf-8")
