@@ -103,7 +103,7 @@ class Bundle:
     #: ``sha256:<hex>`` of the ``bundle.json`` bytes that were read. The manifest lists
     #: the sha256 of every other file, so this one value pins the whole bundle: a client
     #: that trusts a digest can tell an edited bundle even under the same name and version.
-    digest: str = ""
+    digest: str
 
     @property
     def name(self) -> str:

@@ -21,8 +21,8 @@ Either way a row that cannot be read is kept and reported like any other row
 that cannot be scored: every input row comes out.
 
 Parts are written atomically, so a crash never leaves a half-written part
-under its name. The output is put together in a temporary file beside it and
-then renamed onto it, so it is either complete or absent.
+under its name. The output is put together in the run's work folder and then
+renamed onto its name, so it is either complete or absent.
 
 Errors and problems name files, rows, lines and columns, never values.
 """
@@ -33,6 +33,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -268,6 +269,9 @@ def _csv_chunks(path: Path, schema: pa.Schema, chunk_rows: int) -> Iterator[Chun
         yield Chunk(table, [problem for _, problem in batch])
 
 
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
 def _jsonl_lines(path: Path) -> Iterator[tuple[dict[str, Any], str | None]]:
     """Each non-blank line's JSON object and None, or ``{}`` and why the line is not one."""
     with path.open("rb") as fh:
@@ -282,18 +286,18 @@ def _jsonl_lines(path: Path) -> Iterator[tuple[dict[str, Any], str | None]]:
             except RecursionError:  # e.g. [[[[…]]]] nested a hundred thousand deep
                 yield {}, f"line {lineno} is nested too deeply"
                 continue
+            # Only a \uD800–\uDFFF escape can make a lone surrogate; most lines have none.
+            suspect = _SURROGATE_ESCAPE.search(line) is not None
             if not isinstance(obj, dict):
                 yield {}, f"line {lineno} is not a JSON object"
-            elif not all(map(_is_unicode, obj)):
+            elif suspect and not all(map(_is_unicode, obj)):
                 yield {}, f"line {lineno} has a key that is not valid Unicode (a lone surrogate)"
-            elif bad := [key for key, value in obj.items() if not _is_unicode(value)]:
+            elif suspect and (bad := [key for key, value in obj.items() if not _is_unicode(value)]):
                 # JSON can escape a lone surrogate; no output format can hold one.
                 yield ({k: None if k in bad else v for k, v in obj.items()},
                        f"line {lineno}: {', '.join(bad)} not valid Unicode (a lone surrogate)")
             else:
                 yield obj, None
-
-
 
 
 def _scan_jsonl(path: Path) -> tuple[pa.Schema, int]:

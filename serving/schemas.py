@@ -17,6 +17,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    TypeAdapter,
     field_validator,
     model_validator,
 )
@@ -85,8 +86,7 @@ def request_models(limits: dict[str, int], policies: tuple[str, ...], default_po
         object schema it would turn a string into ``{}``; under a string schema it
         passes strings and objects through unchanged.
         """
-        schema["items"] = {"anyOf": [{"type": "string", "minLength": 1, "maxLength": max_text_chars,
-                                      "pattern": CONTENT_PATTERN}, schema["items"]]}
+        schema["items"] = {"anyOf": [TypeAdapter(Text).json_schema(), schema["items"]]}
 
     class ScoreRequest(IODescriptor, _Input):
         """``{"messages": [{"id", "text"}, …], "policy": "moderation"}``.
