@@ -88,12 +88,24 @@ def _header(scope: Mapping[str, Any], name: bytes) -> bytes | None:
     return None
 
 
-async def _send_json(send, status: int, body: dict[str, Any], headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
+async def send_json(send, status: int, body: dict[str, Any], headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
     payload = json.dumps(body).encode("utf-8")
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(payload)).encode()), *headers]})
     await send({"type": "http.response.body", "body": payload})
+
+
+def bearer_token(scope: Mapping[str, Any]) -> str:
+    """The token of an ``Authorization: Bearer <token>`` header ("" if there is none)."""
+    auth = (_header(scope, b"authorization") or b"").decode("latin-1")
+    scheme, _, token = auth.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def is_internal_call(scope: Mapping[str, Any]) -> bool:
+    """Whether a request is the service's own in-process hop (it carries INTERNAL_TOKEN)."""
+    return hmac.compare_digest(bearer_token(scope).encode(), INTERNAL_TOKEN.encode())
 
 
 class ApiKeyMiddleware:
@@ -109,12 +121,11 @@ class ApiKeyMiddleware:
                 or scope.get("path", "").rstrip("/") in EXEMPT_PATHS):
             await self.app(scope, receive, send)
             return
-        auth = (_header(scope, b"authorization") or b"").decode("latin-1")
-        scheme, _, token = auth.partition(" ")
-        if scheme.lower() == "bearer" and token.strip() and self._accepted.accepts(token.strip()):
+        token = bearer_token(scope)
+        if token and self._accepted.accepts(token):
             await self.app(scope, receive, send)
             return
-        await _send_json(send, 401, {"error": "missing or invalid API key; send 'Authorization: Bearer <key>'"},
+        await send_json(send, 401, {"error": "missing or invalid API key; send 'Authorization: Bearer <key>'"},
                          [(b"www-authenticate", b'Bearer realm="qorgan"')])
 
 
@@ -139,10 +150,10 @@ class BodySizeLimitMiddleware:
             try:
                 size = int(declared)
             except ValueError:
-                await _send_json(send, 400, {"error": "invalid Content-Length header"})
+                await send_json(send, 400, {"error": "invalid Content-Length header"})
                 return
             if size > self.max_bytes:
-                await _send_json(send, 413, too_large)
+                await send_json(send, 413, too_large)
                 return
         chunks, total = [], 0
         while True:
@@ -152,7 +163,7 @@ class BodySizeLimitMiddleware:
             chunk = message.get("body", b"")
             total += len(chunk)
             if total > self.max_bytes:
-                await _send_json(send, 413, too_large)
+                await send_json(send, 413, too_large)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -190,7 +201,7 @@ class JsonBodyMiddleware:
         if scope["type"] == "http" and scope.get("method") in _BODY_METHODS:
             declared = (_header(scope, b"content-type") or b"").split(b";")[0].strip().lower()
             if declared != JSON_MEDIA_TYPE:
-                await _send_json(send, 415, {"error": "request body must be JSON, sent with "
+                await send_json(send, 415, {"error": "request body must be JSON, sent with "
                                                       "'Content-Type: application/json'"})
                 return
         await self.app(scope, receive, send)

@@ -52,6 +52,7 @@ from serving.openapi import MODEL_INFO_PATH, OpenApiMiddleware, complete_openapi
 from serving.schemas import MessageScore, ModelInfo, ScoreResponse, request_models
 from serving.scorer import Scorer, ScorerConfig
 from serving.settings import ServiceSettings
+from serving.shutdown import GracefulShutdownMiddleware
 
 # A child of the "bentoml" logger, so that `bentoml serve` shows its lines.
 logger = logging.getLogger("bentoml.qorgan")
@@ -107,6 +108,7 @@ class Qorgan:
         self._metrics.model_info.labels(name=self.scorer.name, version=self.scorer.version).set(1)
         self._proxy_ready = False
         self._adaptive_batching = settings.adaptive_batching
+        self._model_calls: anyio.CapacityLimiter | None = None  # made in the event loop, on first use
         logger.info("loaded model %s %s from %s (%d intra-op threads)", self.scorer.name,
                     self.scorer.version, settings.bundle, self.scorer.config.threads)
 
@@ -152,7 +154,11 @@ class Qorgan:
         endpoint, so that concurrent requests share a model call."""
         client = getattr(self, "to_async", None) if self._adaptive_batching else None
         if client is None:  # batching off, or not running under a BentoML server
-            return await anyio.to_thread.run_sync(self.scorer.proba, texts)
+            # One model call at a time: a call already uses every intra-op thread of the
+            # worker, and concurrent calls only contend for them (burst goodput fell from
+            # 105 to 31 req/s at concurrency 256); waiting requests queue here, cheaply.
+            self._model_calls = self._model_calls or anyio.CapacityLimiter(1)
+            return await anyio.to_thread.run_sync(self.scorer.proba, texts, limiter=self._model_calls)
         if not self._proxy_ready:
             # The hop goes back through the ASGI app and so through the API-key check.
             # BentoML's proxy client builds every session from this dict.
@@ -185,7 +191,9 @@ class Qorgan:
         ).model_dump()
 
 
-# Outermost first: reject a missing key, then a body that is not JSON, before reading any body.
+# Outermost first: refuse new requests while shutting down, reject a missing key, then a
+# body that is not JSON, before reading any body.
+Qorgan.add_asgi_middleware(GracefulShutdownMiddleware)
 Qorgan.add_asgi_middleware(ApiKeyMiddleware)
 Qorgan.add_asgi_middleware(OpenApiMiddleware, document=lambda: complete_openapi(
     Qorgan.openapi_spec.asdict(), [api.route for api in Qorgan.apis.values()]))

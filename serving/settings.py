@@ -26,6 +26,11 @@ ENV_API_KEYS_FILE = "QORGAN_API_KEYS_FILE"
 #: ``1`` routes /score through the batchable /proba endpoint (BentoML adaptive
 #: batching merges concurrent requests); ``0`` (default) scores in a worker thread.
 ENV_ADAPTIVE_BATCHING = "QORGAN_ADAPTIVE_BATCHING"
+#: Seconds a worker that got SIGTERM waits for its running requests before it
+#: cancels them and exits (serving.shutdown). The default leaves Kubernetes'
+#: default 30-second termination grace period room to spare.
+ENV_SHUTDOWN_GRACE = "QORGAN_SHUTDOWN_GRACE_S"
+DEFAULT_SHUTDOWN_GRACE_S = 25
 
 # Request limits (messages per request, characters per message and id) are the
 # bundle's: bundle.json → serving, read through models.bundle.Bundle.limits.
@@ -58,13 +63,14 @@ def _flag(environ: Mapping[str, str], name: str, default: bool) -> bool:
 
 @dataclass(frozen=True)
 class ServiceSettings:
-    """What the service needs to start: bundle path, workers, threads, body limit."""
+    """What the service needs to start: bundle path, workers, threads, body limit, shutdown grace."""
 
     bundle: Path = Path(DEFAULT_BUNDLE_DIR)
     workers: int = 1
     intra_op_threads: int | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     adaptive_batching: bool = False
+    shutdown_grace_s: int = DEFAULT_SHUTDOWN_GRACE_S
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServiceSettings:
@@ -75,4 +81,5 @@ class ServiceSettings:
             intra_op_threads=_int(env, ENV_THREADS, None),
             max_body_bytes=_int(env, ENV_MAX_BODY, DEFAULT_MAX_BODY_BYTES),
             adaptive_batching=_flag(env, ENV_ADAPTIVE_BATCHING, False),
+            shutdown_grace_s=_int(env, ENV_SHUTDOWN_GRACE, DEFAULT_SHUTDOWN_GRACE_S),
         )

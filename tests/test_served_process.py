@@ -65,29 +65,35 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait(timeout=10)
 
 
-@pytest.fixture(scope="module")
-def server(tiny_bundle, tmp_path_factory):
+def launch(bundle: Path, log_path: Path, **env: str) -> tuple[subprocess.Popen, str]:
+    """`bentoml serve` on a free loopback port, once `/readyz` answers 200."""
     port = free_port()
-    log_path = tmp_path_factory.mktemp("served") / "server.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [BENTOML, "serve", "serving.service:Qorgan", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=ROOT, env=server_env(tiny_bundle), stdout=log, stderr=subprocess.STDOUT,
+            cwd=ROOT, env={**server_env(bundle), **env}, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True)
     url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"server exited with {proc.returncode}:\n{log_path.read_text(errors='replace')}")
+        try:
+            if get(f"{url}/readyz", timeout=2)[0] == 200:
+                return proc, url
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            stop(proc)
+            pytest.fail(f"server not ready after {START_TIMEOUT_S} s:\n{log_path.read_text(errors='replace')}")
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def server(tiny_bundle, tmp_path_factory):
+    log_path = tmp_path_factory.mktemp("served") / "server.log"
+    proc, url = launch(tiny_bundle, log_path)
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited with {proc.returncode}:\n{log_path.read_text(errors='replace')}")
-            try:
-                if get(f"{url}/readyz", timeout=2)[0] == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"server not ready after {START_TIMEOUT_S} s:\n{log_path.read_text(errors='replace')}")
-            time.sleep(0.5)
         yield url, log_path
     finally:
         stop(proc)
@@ -219,3 +225,61 @@ def test_fuzzing_from_the_openapi_document_finds_no_5xx_mismatch_or_echo(server)
     assert report.sent, "the fuzzer sent no string long enough to look for"
     time.sleep(0.5)
     assert leaked_into(log_path.read_text(errors="replace"), report.sent) == []
+
+
+def _open_request(url: str, body: bytes) -> socket.socket:
+    """A /score request whose body is held back after its first bytes: in flight
+    (headers read, handler running) until :func:`_finish_request` sends the rest."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=30)
+    sock.sendall(b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n" % len(body) + body[:4])
+    return sock
+
+
+def _finish_request(sock: socket.socket, body: bytes) -> int:
+    sock.sendall(body[4:])
+    head = sock.recv(65536).split(b"\r\n", 1)[0]
+    sock.close()
+    return int(head.split()[1])
+
+
+def test_sigterm_finishes_running_requests_refuses_new_ones_and_exits(tiny_bundle, tmp_path):
+    """SIGTERM to `bentoml serve` (what Kubernetes sends): a request in flight completes,
+    new requests and /readyz get 503 at once, /livez stays 200, the server then exits."""
+    proc, url = launch(tiny_bundle, tmp_path / "server.log", QORGAN_SHUTDOWN_GRACE_S="20")
+    try:
+        body = json.dumps({"messages": [f"{MARKER} see you at practice"]}).encode()
+        sock = _open_request(url, body)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(1.0)
+        assert proc.poll() is None, "the server left before its running request finished"
+        status, text = post(url + "/score", {"messages": ["hello"]}, timeout=5)
+        assert status == 503 and "shutting down" in text
+        assert get(url + "/readyz")[0] == 503
+        assert get(url + "/livez")[0] == 200
+        assert _finish_request(sock, body) == 200
+        proc.wait(timeout=10)
+    finally:
+        stop(proc)
+    assert MARKER not in (tmp_path / "server.log").read_text(errors="replace")
+
+
+def test_sigterm_cancels_requests_still_running_after_the_grace_period(tiny_bundle, tmp_path):
+    """A request that never finishes (its body never arrives) cannot hold the server past
+    QORGAN_SHUTDOWN_GRACE_S."""
+    grace = 3
+    proc, url = launch(tiny_bundle, tmp_path / "server.log", QORGAN_SHUTDOWN_GRACE_S=str(grace))
+    try:
+        sock = _open_request(url, b'{"messages": ["never sent"]}')
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=grace + 15)
+        took = time.monotonic() - t0
+        sock.close()
+    finally:
+        stop(proc)
+    assert grace <= took < grace + 15
+    assert "grace period of 3 s over: cancelling 1 running request(s)" in (tmp_path / "server.log").read_text()
