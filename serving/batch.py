@@ -25,6 +25,7 @@ used: ``qorgan`` imports this module for ``BatchConfig``'s defaults, and
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -248,16 +249,30 @@ def _remove_unrecorded_parts(work: Path, state: dict[str, Any]) -> None:
             stale.unlink()
 
 
-def _record_chunk(state: dict[str, Any], k: int, added: dict[str, list[Any]], parts: list[dict[str, Any]]) -> None:
-    """Count chunk ``k`` as done, with the parts it was written to."""
+@contextlib.contextmanager
+def _kept_on_write_failure(work: Path, rows_done: int):
+    """A failed write (full disk, quota, file-size limit, I/O error) ends the run with one
+    clear error. Nothing partial is left: a part or the output is renamed into place
+    only when whole, and what the checkpoint records stays for ``--resume``."""
+    try:
+        yield
+    except OSError as exc:
+        reason = exc.strerror or str(exc)  # pyarrow's I/O errors carry no errno
+        raise ValueError(f"writing failed ({reason}); the {rows_done} rows scored before it are "
+                         f"kept in {work}: free space, then rerun the same command with --resume") from None
+
+
+def _with_chunk(state: dict[str, Any], k: int, added: dict[str, list[Any]],
+                parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """A new state that counts chunk ``k`` as done, with the parts it was written to."""
     n_rows, n_err = len(added[ERROR_COLUMN]), sum(e is not None for e in added[ERROR_COLUMN])
-    per = state["per_priority"]
+    per = dict(state["per_priority"])
     for p in added[PRIORITY_COLUMN]:
         if p is not None:
             per[p] = per.get(p, 0) + 1
-    state.update(chunks_done=k + 1, rows_done=state["rows_done"] + n_rows,
-                 rows_scored=state["rows_scored"] + n_rows - n_err,
-                 rows_error=state["rows_error"] + n_err, parts=state["parts"] + parts)
+    return {**state, "chunks_done": k + 1, "rows_done": state["rows_done"] + n_rows,
+            "rows_scored": state["rows_scored"] + n_rows - n_err, "rows_error": state["rows_error"] + n_err,
+            "parts": state["parts"] + parts, "per_priority": per}
 
 
 def output_order(parts: list[dict[str, Any]], buckets: list[str]) -> list[str]:
@@ -297,8 +312,9 @@ def score_file(config: BatchConfig, scorer=None) -> BatchSummary:
         print(f"note: replacing input column(s) {clashes} with this run's", file=sys.stderr)
 
     config.output.parent.mkdir(parents=True, exist_ok=True)
-    state = _start_state(config, _fingerprint(config, scorer))
     work = config.work_dir
+    with _kept_on_write_failure(work, 0):
+        state = _start_state(config, _fingerprint(config, scorer))
     _remove_unrecorded_parts(work, state)
 
     resumed = state["rows_done"]
@@ -312,21 +328,24 @@ def score_file(config: BatchConfig, scorer=None) -> BatchSummary:
             added = score_columns(chunk, scorer, config.policy, config.text_column)
             scored = scored_table(chunk.table, added, types)
             new_parts = []
-            if config.sort is None:
-                new_parts.append({"file": f"part-{k:07d}{ext}", "chunk": k, "bucket": None})
-                batch_io.write_part(work / new_parts[-1]["file"], out_fmt, scored)
-            else:
-                for b, (bucket, rows) in enumerate(bucket_rows(added, buckets).items()):
-                    if rows:
-                        new_parts.append({"file": f"part-{k:07d}-{b}{ext}", "chunk": k, "bucket": bucket})
-                        batch_io.write_part(work / new_parts[-1]["file"], out_fmt, scored.take(rows))
-            _record_chunk(state, k, added, new_parts)
-            _write_json(work / STATE_FILE, state)  # the checkpoint: this chunk is done
+            with _kept_on_write_failure(work, state["rows_done"]):
+                if config.sort is None:
+                    new_parts.append({"file": f"part-{k:07d}{ext}", "chunk": k, "bucket": None})
+                    batch_io.write_part(work / new_parts[-1]["file"], out_fmt, scored)
+                else:
+                    for b, (bucket, rows) in enumerate(bucket_rows(added, buckets).items()):
+                        if rows:
+                            new_parts.append({"file": f"part-{k:07d}-{b}{ext}", "chunk": k, "bucket": bucket})
+                            batch_io.write_part(work / new_parts[-1]["file"], out_fmt, scored.take(rows))
+                done = _with_chunk(state, k, added, new_parts)
+                _write_json(work / STATE_FILE, done)  # the checkpoint: this chunk is done
+            state = done
             bar.update(len(chunk))
 
     empty = scored_table(reader.schema.empty_table(), {name: [] for name in types}, types)
     parts = [work / name for name in output_order(state["parts"], buckets)]
-    batch_io.write_output(parts, config.output, out_fmt, empty, scratch=work)
+    with _kept_on_write_failure(work, state["rows_done"]):
+        batch_io.write_output(parts, config.output, out_fmt, empty, scratch=work)
     shutil.rmtree(work)
     levels = {lvl: state["per_priority"].get(lvl, 0) for lvl in scorer.priority_levels}
     return BatchSummary(rows_in=state["rows_done"], rows_scored=state["rows_scored"],

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+import resource
 import signal
 import subprocess
 import sys
@@ -75,3 +76,47 @@ def test_sigkill_at_any_point_then_resume_loses_and_duplicates_nothing(tiny_bund
         assert summary.rows_in == ROWS, (point, n)
         assert content(out) == expected, (point, n)
         assert [p.name for p in run_dir.iterdir()] == [out.name], (point, n)
+
+
+QORGAN = "import sys, qorgan; sys.exit(qorgan.main(sys.argv[1:]))"
+
+
+def _file_size_limit(limit: int):
+    """For the child: writes past ``limit`` bytes in any one file fail (EFBIG), as a full
+    disk's do (ENOSPC), instead of the SIGXFSZ that would otherwise kill the process."""
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+@pytest.mark.parametrize("ext", [".csv", ".jsonl", ".parquet"])
+def test_a_write_that_fails_ends_with_a_clear_error_and_resume_completes(tiny_bundle, tmp_path, ext):
+    """The disk fills up at the first write (the checkpoint) or at the final merge (the
+    output is the largest file): one error line, no traceback and no text, no partial
+    output, and `--resume` finishes once space is back."""
+    src = tmp_path / f"in{ext}"
+    write_input(src)
+    reference = tmp_path / "reference" / f"out{ext}"
+    common = {"bundle": tiny_bundle, "chunk_rows": CHUNK, "progress": False, "intra_op_threads": 1}
+    score_file(BatchConfig(input=src, output=reference, **common))
+    expected = content(reference)
+
+    for limit, rows_kept in [(1, 0), (reference.stat().st_size // 2, ROWS)]:
+        run_dir = tmp_path / f"limit-{limit}"
+        run_dir.mkdir()
+        out = run_dir / f"out{ext}"
+        proc = subprocess.run([sys.executable, "-c", QORGAN, "score", str(src), "-o", str(out),
+                               "--bundle", str(tiny_bundle), "--chunk-rows", str(CHUNK), "--threads", "1",
+                               "--no-progress"], cwd=ROOT, capture_output=True, timeout=120,
+                              preexec_fn=_file_size_limit(limit))
+        err = proc.stderr.decode(errors="replace")
+        assert proc.returncode == 2, err[-1500:]
+        assert "writing failed (" in err and f"the {rows_kept} rows scored before it are kept" in err, err[-1500:]
+        assert "--resume" in err and "Traceback" not in err and "message 1 about" not in err
+        assert not out.exists()
+
+        summary = score_file(BatchConfig(input=src, output=out, resume=True, **common))
+        assert summary.rows_in == ROWS and summary.resumed_rows == rows_kept
+        assert content(out) == expected
+        assert [p.name for p in run_dir.iterdir()] == [out.name]
