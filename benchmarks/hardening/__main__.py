@@ -9,6 +9,8 @@
 3. **Soak**: a long run of ``/score`` requests at moderate concurrency while the
    server's processes are sampled: RSS drift after warm-up and open file
    descriptors.
+4. **Supply chain** (:mod:`benchmarks.hardening.audit`): ``pip-audit`` of the
+   serving lock file; packages it could not check are counted, not passed.
 
 Writes ``benchmarks/results/hardening.json`` and prints a summary; exits 1 when
 an acceptance limit is missed. Bounded in requests and seconds throughout.
@@ -27,6 +29,7 @@ from pathlib import Path
 
 import httpx
 
+from benchmarks.hardening.audit import audit
 from benchmarks.hardening.fuzz import fuzz, leaked_into
 from benchmarks.loadgen import load
 from benchmarks.plans import HardenPlan
@@ -117,6 +120,7 @@ def harden(bundle: str, plan: HardenPlan) -> dict:
     out["leaks"] = {"fuzz_strings_in_log": len(leaked_into(log, report.sent)),
                     "marker_in_log": log.count(MARKER), "tracebacks_in_log": log.count("Traceback")}
     out["server_exceptions"] = facts.get("server_exceptions", {})
+    out["audit"] = audit()
     out["problems"] = problems(out, plan)
     return out
 
@@ -140,6 +144,8 @@ def problems(out: dict, plan: HardenPlan) -> list[str]:
         found.append(f"file descriptors grew from {soak_['fds_after_warmup']:.0f} to {soak_['fds_end']:.0f}")
     if any(out["leaks"].values()):
         found.append(f"leaks: {out['leaks']}")
+    if out["audit"].get("error") or out["audit"].get("vulnerabilities"):
+        found.append(f"audit: {out['audit'].get('error') or out['audit']['vulnerabilities']}")
     return found
 
 
@@ -164,6 +170,11 @@ def main(argv: list[str] | None = None) -> int:
           f"peak {sk['rss_mb_peak']:.0f} MB (drift {sk['rss_drift']:.1%}); fds {sk['fds_after_warmup']:.0f} → "
           f"{sk['fds_end']:.0f}")
     print(f"leaks: {out['leaks']}")
+    au = out["audit"]
+    if "packages" in au:
+        print(f"audit: {au['checked']} of {au['packages']} pinned packages checked, "
+              f"{len(au['vulnerabilities'])} known vulnerabilities; {au['skipped']} skipped"
+              + (f", e.g. {au['skip_reason_example']!r}" if au["skipped"] else ""))
     for p in out["problems"]:
         print(f"PROBLEM: {p}", file=sys.stderr)
     print(f"wrote {args.output}")
