@@ -102,10 +102,16 @@ def test_unreachable_precision_is_recorded_not_hidden():
     (["data.split.train=0.9"], "sum to 1"),
     (["data.source.adapter=nope"], "adapter"),
     (["train.epochs"], "must look like"),
+    (["train.learning_rate=fast"], "train.learning_rate must be a number, got 'fast'"),
 ])
 def test_config_errors_are_clear(overrides, message):
     with pytest.raises(ValueError, match=message):
         load_config(None, overrides)
+
+
+def test_float_settings_accept_exponent_notation():
+    """YAML 1.1 reads `1e-4` (no dot) as a string; a float setting takes it as the number."""
+    assert load_config(None, ["train.learning_rate=1e-4"]).train.learning_rate == pytest.approx(1e-4)
 
 
 def test_config_missing_file(tmp_path):

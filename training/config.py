@@ -271,6 +271,11 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
         hint = hints[key]
         if dataclasses.is_dataclass(hint) and isinstance(value, dict):
             value = _build(hint, value, f"{where}{key}.")
+        elif hint is float and isinstance(value, str):
+            try:  # YAML 1.1 reads a number such as 1e-4 (no dot) as a string
+                value = float(value)
+            except ValueError:
+                raise ValueError(f"{where}{key} must be a number, got {value!r}") from None
         kwargs[key] = value
     try:
         return cls(**kwargs)
