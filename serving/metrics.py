@@ -21,6 +21,8 @@ class ServiceMetrics:
     flags: Any
     priority: Any
     model_info: Any
+    #: Messages per model call (serving.microbatch): above 1 when requests share calls.
+    call_messages: Any
 
     def record(self, policy: str, labels: tuple[str, ...], flag_counts: list[int],
                priorities: list[str]) -> None:
@@ -45,4 +47,6 @@ def service_metrics() -> ServiceMetrics:
                               ["priority", "policy"]),
         model_info=prom.Gauge("qorgan_model_info", "The loaded model bundle (value is always 1).",
                               ["name", "version"], multiprocess_mode="max"),
+        call_messages=prom.Histogram("qorgan_model_call_messages", "Messages scored per model call.",
+                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512)),
     )

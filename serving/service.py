@@ -10,7 +10,8 @@ Endpoints (all JSON):
   concurrent ``/score`` requests reach it through BentoML's in-process proxy,
   and adaptive batching merges them into one model call. Off by default: under
   load on 2 cores the proxy hop dropped connections (HTTP 500, see
-  benchmarks/README.md), while scoring in a worker thread does not.
+  benchmarks/README.md); ``/score`` then merges concurrent requests itself
+  (:mod:`serving.microbatch`), without the hop.
 - ``GET /model`` — name, version, labels, languages, policies with thresholds,
   priority rules, limits and a metrics summary of the loaded bundle.
 - ``GET /healthz`` ``/livez`` ``/readyz`` ``/metrics`` — BentoML's probes and
@@ -26,7 +27,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import anyio.to_thread
 import bentoml
 import numpy as np
 from starlette.applications import Starlette
@@ -48,6 +48,7 @@ from serving.auth import (
 )
 from serving.logs import install_log_filters
 from serving.metrics import service_metrics
+from serving.microbatch import MicroBatcher
 from serving.openapi import MODEL_INFO_PATH, OpenApiMiddleware, complete_openapi
 from serving.schemas import MessageScore, ModelInfo, ScoreResponse, request_models
 from serving.scorer import Scorer, ScorerConfig
@@ -108,7 +109,8 @@ class Qorgan:
         self._metrics.model_info.labels(name=self.scorer.name, version=self.scorer.version).set(1)
         self._proxy_ready = False
         self._adaptive_batching = settings.adaptive_batching
-        self._model_calls: anyio.CapacityLimiter | None = None  # made in the event loop, on first use
+        self._batcher = MicroBatcher(self.scorer.proba, max_messages=settings.batch_max_messages,
+                                     max_wait_ms=settings.batch_wait_ms, observe=self._metrics.call_messages.observe)
         logger.info("loaded model %s %s from %s (%d intra-op threads)", self.scorer.name,
                     self.scorer.version, settings.bundle, self.scorer.config.threads)
 
@@ -150,15 +152,12 @@ class Qorgan:
     # -- helpers -------------------------------------------------------------------
 
     async def _proba(self, texts: list[str]) -> np.ndarray:
-        """Probabilities, in a worker thread or (with adaptive batching) through the batchable
-        endpoint, so that concurrent requests share a model call."""
+        """Probabilities, so that concurrent requests share a model call: through the
+        in-process micro-batcher, or with ``QORGAN_ADAPTIVE_BATCHING=1`` through the
+        batchable endpoint and BentoML's adaptive batching."""
         client = getattr(self, "to_async", None) if self._adaptive_batching else None
-        if client is None:  # batching off, or not running under a BentoML server
-            # One model call at a time: a call already uses every intra-op thread of the
-            # worker, and concurrent calls only contend for them (burst goodput fell from
-            # 105 to 31 req/s at concurrency 256); waiting requests queue here, cheaply.
-            self._model_calls = self._model_calls or anyio.CapacityLimiter(1)
-            return await anyio.to_thread.run_sync(self.scorer.proba, texts, limiter=self._model_calls)
+        if client is None:  # BentoML's batching off, or not running under a BentoML server
+            return await self._batcher(texts)
         if not self._proxy_ready:
             # The hop goes back through the ASGI app and so through the API-key check.
             # BentoML's proxy client builds every session from this dict.

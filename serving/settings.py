@@ -24,8 +24,13 @@ ENV_MAX_BODY = "QORGAN_MAX_BODY_BYTES"
 ENV_API_KEYS = "QORGAN_API_KEYS"
 ENV_API_KEYS_FILE = "QORGAN_API_KEYS_FILE"
 #: ``1`` routes /score through the batchable /proba endpoint (BentoML adaptive
-#: batching merges concurrent requests); ``0`` (default) scores in a worker thread.
+#: batching merges concurrent requests); ``0`` (default) merges them in process
+#: (serving.microbatch).
 ENV_ADAPTIVE_BATCHING = "QORGAN_ADAPTIVE_BATCHING"
+#: In-process micro-batching (serving.microbatch): most messages per model call, and
+#: how long a call may wait for more requests (0: never; batches form under load).
+ENV_BATCH_MAX_MESSAGES = "QORGAN_BATCH_MAX_MESSAGES"
+ENV_BATCH_WAIT_MS = "QORGAN_BATCH_WAIT_MS"
 #: Seconds a worker that got SIGTERM waits for its running requests before it
 #: cancels them and exits (serving.shutdown). The default leaves Kubernetes'
 #: default 30-second termination grace period room to spare.
@@ -39,7 +44,7 @@ DEFAULT_SHUTDOWN_GRACE_S = 25
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 
 
-def _int(environ: Mapping[str, str], name: str, default: int | None) -> int | None:
+def _int(environ: Mapping[str, str], name: str, default: int | None, minimum: int = 1) -> int | None:
     raw = environ.get(name, "").strip()
     if not raw:
         return default
@@ -47,8 +52,8 @@ def _int(environ: Mapping[str, str], name: str, default: int | None) -> int | No
         value = int(raw)
     except ValueError:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from None
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return value
 
 
@@ -70,6 +75,8 @@ class ServiceSettings:
     intra_op_threads: int | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     adaptive_batching: bool = False
+    batch_max_messages: int = 256
+    batch_wait_ms: int = 0
     shutdown_grace_s: int = DEFAULT_SHUTDOWN_GRACE_S
 
     @classmethod
@@ -81,5 +88,7 @@ class ServiceSettings:
             intra_op_threads=_int(env, ENV_THREADS, None),
             max_body_bytes=_int(env, ENV_MAX_BODY, DEFAULT_MAX_BODY_BYTES),
             adaptive_batching=_flag(env, ENV_ADAPTIVE_BATCHING, False),
+            batch_max_messages=_int(env, ENV_BATCH_MAX_MESSAGES, 256),
+            batch_wait_ms=_int(env, ENV_BATCH_WAIT_MS, 0, minimum=0),
             shutdown_grace_s=_int(env, ENV_SHUTDOWN_GRACE, DEFAULT_SHUTDOWN_GRACE_S),
         )

@@ -283,3 +283,31 @@ def test_sigterm_cancels_requests_still_running_after_the_grace_period(tiny_bund
         stop(proc)
     assert grace <= took < grace + 15
     assert "grace period of 3 s over: cancelling 1 running request(s)" in (tmp_path / "server.log").read_text()
+
+
+def test_without_bentoml_batching_concurrent_requests_share_model_calls(tiny_bundle, tmp_path):
+    """The in-process micro-batcher (serving.microbatch), the default path: every message
+    goes through it, and concurrent requests are scored in fewer model calls."""
+    proc, url = launch(tiny_bundle, tmp_path / "server.log", QORGAN_ADAPTIVE_BATCHING="0")
+
+    def one(i: int) -> int:
+        return post(url + "/score", {"messages": [f"note {i} {j}" for j in range(8)]})[0]
+
+    def histogram() -> dict[str, float]:
+        lines = get(url + "/metrics")[1].splitlines()
+        return {k: sum(float(line.rsplit(" ", 1)[1]) for line in lines
+                       if line.startswith(f"qorgan_model_call_messages_{k}")) for k in ("sum", "count")}
+
+    try:
+        sent = 0
+        with cf.ThreadPoolExecutor(16) as pool:
+            for _ in range(6):
+                assert set(pool.map(one, range(64))) == {200}
+                sent += 64
+                calls = histogram()
+                if calls["count"] < sent:
+                    break
+        assert calls["sum"] == 8 * sent, calls
+        assert calls["count"] < sent, f"no request shared a model call: {sent} requests, {calls}"
+    finally:
+        stop(proc)
