@@ -14,6 +14,7 @@ the server refuses to listen on anything but a loopback address.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import json
@@ -130,15 +131,18 @@ class ApiKeyMiddleware:
 
 
 class BodySizeLimitMiddleware:
-    """Refuse request bodies over ``max_bytes`` with 413, before the app parses them.
+    """Refuse request bodies over ``max_bytes`` with 413, before the app parses them,
+    and bodies that take longer than ``timeout_s`` to arrive with 408.
 
     The body is read here (up to the limit) and replayed to the app, so a
     chunked upload without ``Content-Length`` is limited too.
     """
 
-    def __init__(self, app, max_bytes: int | None = None) -> None:
+    def __init__(self, app, max_bytes: int | None = None, timeout_s: float | None = None) -> None:
         self.app = app
-        self.max_bytes = ServiceSettings.from_env().max_body_bytes if max_bytes is None else max_bytes
+        settings = ServiceSettings.from_env()
+        self.max_bytes = settings.max_body_bytes if max_bytes is None else max_bytes
+        self.timeout_s = settings.body_timeout_s if timeout_s is None else timeout_s
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope.get("method") not in _BODY_METHODS:
@@ -156,8 +160,14 @@ class BodySizeLimitMiddleware:
                 await send_json(send, 413, too_large)
                 return
         chunks, total = [], 0
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), deadline - asyncio.get_running_loop().time())
+            except TimeoutError:
+                await send_json(send, 408, {"error": f"request body not received within {self.timeout_s:g} s"},
+                                [(b"connection", b"close")])
+                return
             if message["type"] != "http.request":  # client went away
                 return
             chunk = message.get("body", b"")

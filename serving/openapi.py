@@ -3,7 +3,7 @@ generator falls short of what the service answers:
 
 - a request body is required on every ``POST`` endpoint (BentoML leaves it optional);
 - a 400 carries ``detail`` as a list of problems (BentoML declares a string), and the
-  401 / 413 / 415 / 429 / 500 / 503 answers of the middleware and the server are listed;
+  401 / 408 / 413 / 415 / 429 / 500 / 503 answers of the middleware and the server are listed;
 - ``GET /model`` (a mounted route, which BentoML documents only for FastAPI apps)
   is described with its response schema.
 
@@ -32,9 +32,10 @@ _REF = "#/components/schemas/{model}"
 #: Refusals every POST endpoint may answer, beside 400, with when they happen.
 _REFUSALS = {
     401: "missing or invalid API key (only when keys are configured)",
+    408: "request body not received within QORGAN_BODY_TIMEOUT_S",
     413: "request body larger than QORGAN_MAX_BODY_BYTES",
     415: "request body not sent as application/json",
-    429: "too many concurrent requests; retry later",
+    429: "more than QORGAN_MAX_CONCURRENCY requests in flight; retry after Retry-After seconds",
     500: "server fault (never a client error)",
     503: "not ready yet, or shutting down",
 }

@@ -186,6 +186,6 @@ class RequestError(BaseModel):
 
 
 class PlainError(BaseModel):
-    """Any other refusal (401, 413, 415, 429, 500, 503)."""
+    """Any other refusal (401, 408, 413, 415, 429, 500, 503)."""
 
     error: str

@@ -35,6 +35,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from models.bundle import Bundle, BundleError, load_bundle
+from serving.admission import ConcurrencyLimitMiddleware
 from serving.auth import (
     INTERNAL_TOKEN,
     ApiKeyMiddleware,
@@ -90,9 +91,9 @@ async def _model_info(_: Request) -> JSONResponse:
 @bentoml.service(
     name="qorgan",
     workers=ServiceSettings.from_env().workers,
-    # Beyond max_concurrency BentoML answers 429 at once instead of queueing
-    # requests until they time out.
-    traffic={"timeout": 60, "max_concurrency": 64},
+    # No BentoML max_concurrency: it counts requests whose body has not arrived, so idle
+    # sockets could take every slot; serving.admission limits after the body is read.
+    traffic={"timeout": 60},
 )
 class Qorgan:
     """Scores children's messages for bullying, threats, self-harm risk and bullying disclosures."""
@@ -191,11 +192,13 @@ class Qorgan:
 
 
 # Outermost first: refuse new requests while shutting down, reject a missing key, then a
-# body that is not JSON, before reading any body.
+# body that is not JSON, before reading any body; read the body (bounded in size and
+# time); then admit at most QORGAN_MAX_CONCURRENCY requests.
 Qorgan.add_asgi_middleware(GracefulShutdownMiddleware)
 Qorgan.add_asgi_middleware(ApiKeyMiddleware)
 Qorgan.add_asgi_middleware(OpenApiMiddleware, document=lambda: complete_openapi(
     Qorgan.openapi_spec.asdict(), [api.route for api in Qorgan.apis.values()]))
 Qorgan.add_asgi_middleware(JsonBodyMiddleware)
 Qorgan.add_asgi_middleware(BodySizeLimitMiddleware)
+Qorgan.add_asgi_middleware(ConcurrencyLimitMiddleware)
 Qorgan.mount_asgi_app(Starlette(routes=[Route(MODEL_INFO_PATH, _model_info, methods=["GET"])]), path="/")

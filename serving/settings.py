@@ -20,6 +20,10 @@ ENV_WORKERS = "QORGAN_WORKERS"
 ENV_THREADS = "QORGAN_INTRA_OP_THREADS"
 #: Largest accepted request body in bytes.
 ENV_MAX_BODY = "QORGAN_MAX_BODY_BYTES"
+#: Seconds a client has to send a whole request body (then 408).
+ENV_BODY_TIMEOUT = "QORGAN_BODY_TIMEOUT_S"
+#: Requests a worker runs or queues at once, counted once their body has arrived (then 429).
+ENV_MAX_CONCURRENCY = "QORGAN_MAX_CONCURRENCY"
 #: Comma-separated API keys, and a file with one key per line.
 ENV_API_KEYS = "QORGAN_API_KEYS"
 ENV_API_KEYS_FILE = "QORGAN_API_KEYS_FILE"
@@ -74,6 +78,8 @@ class ServiceSettings:
     workers: int = 1
     intra_op_threads: int | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    body_timeout_s: int = 30
+    max_concurrency: int = 64
     adaptive_batching: bool = False
     batch_max_messages: int = 256
     batch_wait_ms: int = 0
@@ -87,6 +93,8 @@ class ServiceSettings:
             workers=_int(env, ENV_WORKERS, 1),
             intra_op_threads=_int(env, ENV_THREADS, None),
             max_body_bytes=_int(env, ENV_MAX_BODY, DEFAULT_MAX_BODY_BYTES),
+            body_timeout_s=_int(env, ENV_BODY_TIMEOUT, 30),
+            max_concurrency=_int(env, ENV_MAX_CONCURRENCY, 64),
             adaptive_batching=_flag(env, ENV_ADAPTIVE_BATCHING, False),
             batch_max_messages=_int(env, ENV_BATCH_MAX_MESSAGES, 256),
             batch_wait_ms=_int(env, ENV_BATCH_WAIT_MS, 0, minimum=0),

@@ -311,3 +311,32 @@ def test_without_bentoml_batching_concurrent_requests_share_model_calls(tiny_bun
         assert calls["count"] < sent, f"no request shared a model call: {sent} requests, {calls}"
     finally:
         stop(proc)
+
+
+def test_slow_clients_do_not_block_other_requests(tiny_bundle, tmp_path):
+    """Slowloris: 100 connections that send their headers and then nothing of their
+    bodies must not keep other clients from being scored: they do not count against
+    the in-flight limit (BentoML's max_concurrency did, and answered 429 to everyone),
+    and after QORGAN_BODY_TIMEOUT_S they get 408."""
+    proc, url = launch(tiny_bundle, tmp_path / "server.log", QORGAN_BODY_TIMEOUT_S="6")
+    held = []
+    try:
+        body = json.dumps({"messages": ["held back"]}).encode()
+        held = [_open_request(url, body) for _ in range(100)]
+        t_held = time.monotonic()
+        time.sleep(1.0)
+        answers = []
+        for i in range(20):
+            t0 = time.monotonic()
+            status, _ = post(url + "/score", {"messages": [f"hello {i}"]}, timeout=10)
+            answers.append((status, time.monotonic() - t0))
+        assert [s for s, _ in answers] == [200] * 20, answers
+        assert max(t for _, t in answers) < 2.0, answers
+        # QORGAN_BODY_TIMEOUT_S later, a body still missing gets 408 and its connection closes.
+        held[0].settimeout(15)
+        head = held[0].recv(65536).split(b"\r\n", 1)[0]
+        assert head.split()[1] == b"408" and 5 < time.monotonic() - t_held < 15, head
+    finally:
+        for sock in held:
+            sock.close()
+        stop(proc)

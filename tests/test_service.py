@@ -348,3 +348,49 @@ def test_only_client_errors_lose_their_traceback():
     fault = record(RuntimeError("boom"))
     assert RefusedRequestFilter().filter(fault)
     assert fault.levelno == logging.ERROR and fault.exc_info is not None
+
+
+def test_the_concurrency_limit_counts_admitted_requests_and_answers_429_beyond_it():
+    """serving.admission, in process: with 2 requests held inside the app a third gets an
+    immediate 429 with Retry-After; probes and the service's own hop are never refused."""
+    import asyncio
+
+    from serving.admission import ConcurrencyLimitMiddleware
+    from serving.auth import INTERNAL_TOKEN
+
+    async def main():
+        release = asyncio.Event()
+
+        async def app(scope, receive, send):
+            await release.wait()
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+
+        limited = ConcurrencyLimitMiddleware(app, limit=2)
+
+        async def call(path="/score", headers=()):
+            sent = []
+
+            async def send(message):
+                sent.append(message)
+
+            async def receive():
+                return {"type": "http.request", "body": b"", "more_body": False}
+
+            await limited({"type": "http", "path": path, "method": "POST", "headers": list(headers)}, receive, send)
+            return sent[0]["status"], dict(sent[0]["headers"])
+
+        held = [asyncio.ensure_future(call()) for _ in range(2)]
+        await asyncio.sleep(0.01)
+        refused = await call()
+        probe = asyncio.ensure_future(call("/readyz"))
+        hop = asyncio.ensure_future(call("/proba", [(b"authorization", f"Bearer {INTERNAL_TOKEN}".encode())]))
+        await asyncio.sleep(0.01)
+        in_flight = limited.in_flight
+        release.set()
+        done = await asyncio.gather(*held, probe, hop)
+        return refused, in_flight, done, limited.in_flight
+
+    refused, in_flight, done, after = asyncio.run(main())
+    assert refused[0] == 429 and refused[1][b"retry-after"] == b"1"
+    assert in_flight == 2 and [s for s, _ in done] == [200] * 4 and after == 0
