@@ -1,4 +1,4 @@
-"""A bounded asynchronous HTTP load generator (httpx), for loopback targets only.
+"""A bounded asynchronous HTTP load generator (aiohttp), for loopback targets only.
 
 ``concurrency`` workers share one request counter and one deadline: the run
 stops after ``max_requests`` requests or ``max_seconds``, whichever comes
@@ -9,12 +9,14 @@ Latency percentiles are over successful (2xx) responses only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 import httpx
 
 from benchmarks.stats import summary
@@ -29,11 +31,11 @@ def check_loopback(base_url: str) -> None:
         raise ValueError(f"load tests run against loopback only, not {host!r}")
 
 
-async def run_load(client: httpx.AsyncClient, path: str, bodies: Sequence[Any], *, concurrency: int,
+async def run_load(post: Callable[[Any], Awaitable[int]], bodies: Sequence[Any], *, concurrency: int,
                    max_requests: int, max_seconds: float, timeout: float = 30.0) -> dict:
-    """POST ``bodies`` (cycled) to ``path`` with ``concurrency`` in flight; a summary dict.
+    """Send ``bodies`` (cycled) through ``post`` with ``concurrency`` in flight; a summary dict.
 
-    ``client`` carries the base URL (or an in-process transport). Returns
+    ``post(body)`` sends one request and returns its HTTP status. Returns
     ``requests``, ``seconds``, ``throughput_rps`` (2xx per second),
     ``status`` counts, ``latency_ms`` summary (p50/p95/p99 of 2xx),
     ``status_429``, ``status_503`` and ``other_5xx``.
@@ -55,11 +57,9 @@ async def run_load(client: httpx.AsyncClient, path: str, bodies: Sequence[Any], 
             next_index += 1
             t0 = time.perf_counter()
             try:
-                # wait_for bounds the whole request (httpx's timeout is per read/write/connect).
-                resp = await asyncio.wait_for(client.post(path, json=bodies[i % len(bodies)], timeout=timeout),
-                                              timeout)
-                code = str(resp.status_code)
-            except (TimeoutError, httpx.HTTPError) as exc:  # timeouts and resets are results too
+                # wait_for bounds the whole request (a client's own timeouts are per phase).
+                code = str(await asyncio.wait_for(post(bodies[i % len(bodies)]), timeout))
+            except (TimeoutError, httpx.HTTPError, aiohttp.ClientError, OSError) as exc:  # results too
                 code = "Timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
             statuses[code] += 1
             if code.startswith("2"):
@@ -83,13 +83,31 @@ async def run_load(client: httpx.AsyncClient, path: str, bodies: Sequence[Any], 
     }
 
 
-def make_client(base_url: str, concurrency: int, transport: httpx.AsyncBaseTransport | None = None,
-                headers: dict[str, str] | None = None) -> httpx.AsyncClient:
-    """A client with enough connections for ``concurrency``; loopback only unless ``transport`` is given."""
-    if transport is None:
-        check_loopback(base_url)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    return httpx.AsyncClient(base_url=base_url, limits=limits, transport=transport, headers=headers)
+@contextlib.asynccontextmanager
+async def poster(base_url: str, path: str, concurrency: int, transport: httpx.AsyncBaseTransport | None = None,
+                 headers: dict[str, str] | None = None) -> AsyncIterator[Callable[[Any], Awaitable[int]]]:
+    """``post(body) -> status`` for :func:`run_load`, with enough connections for ``concurrency``.
+
+    Over the network it is aiohttp: httpx's connection pool costs CPU that grows with
+    the number of connections, and at concurrency 640 the generator, not the server,
+    was what stalled (60-second timeouts). ``transport`` (httpx, e.g. an in-process
+    ASGI app) is for tests; otherwise the target must be loopback."""
+    if transport is not None:
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        async with httpx.AsyncClient(base_url=base_url, limits=limits, transport=transport,
+                                     headers=headers) as client:
+            async def post(body: Any) -> int:
+                return (await client.post(path, json=body)).status_code
+            yield post
+        return
+    check_loopback(base_url)
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(base_url, connector=connector, headers=headers) as session:
+        async def post(body: Any) -> int:
+            async with session.post(path, json=body) as resp:
+                await resp.read()
+                return resp.status
+        yield post
 
 
 def load(base_url: str, path: str, bodies: Sequence[Any], *, concurrency: int, max_requests: int,
@@ -98,8 +116,8 @@ def load(base_url: str, path: str, bodies: Sequence[Any], *, concurrency: int, m
     """Synchronous wrapper: one client, one bounded run."""
 
     async def go() -> dict:
-        async with make_client(base_url, concurrency, transport, headers) as client:
-            return await run_load(client, path, bodies, concurrency=concurrency, max_requests=max_requests,
+        async with poster(base_url, path, concurrency, transport, headers) as post:
+            return await run_load(post, bodies, concurrency=concurrency, max_requests=max_requests,
                                   max_seconds=max_seconds, timeout=timeout)
 
     cpu0 = time.process_time()

@@ -94,6 +94,7 @@ def soak(base: str, pid: int, bodies: list[dict], plan: HardenPlan) -> dict:
     peak = max(s["rss_mb"] for s in warm)
     return {"requests": result["requests"], "ok": result["ok"], "status": result["status"],
             "seconds": result["seconds"], "rps": round(result["throughput_rps"], 1),
+            "latency_ms": result["latency_ms"], "client_cpu_pct_of_one_core": result["client_cpu_pct_of_one_core"],
             "rss_mb_after_warmup": first["rss_mb"], "rss_mb_end": last["rss_mb"], "rss_mb_peak": peak,
             "rss_drift": (peak - first["rss_mb"]) / first["rss_mb"],
             "fds_after_warmup": first["fds"], "fds_end": last["fds"]}
@@ -113,7 +114,7 @@ def harden(bundle: str, plan: HardenPlan) -> dict:
             burst = load(base, "/score", bodies, concurrency=plan.burst_concurrency,
                          max_requests=plan.burst_requests, max_seconds=plan.burst_seconds, timeout=60.0)
             out["burst"] = {k: burst[k] for k in ("requests", "ok", "status", "other_5xx", "errors", "seconds",
-                                                  "throughput_rps", "latency_ms")}
+                                                  "throughput_rps", "latency_ms", "client_cpu_pct_of_one_core")}
             out["burst"]["recovery_s"] = _recovery_seconds(base, plan.recovery_limit_s)
             out["soak"] = soak(base, pid, bodies, plan)
         log = log_path.read_text(errors="replace")
