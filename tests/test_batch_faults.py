@@ -43,6 +43,16 @@ def content(path: Path):
     return pq.read_table(path).to_pylist() if path.suffix == ".parquet" else path.read_bytes()
 
 
+def uninterrupted_run(bundle: Path, tmp_path: Path, ext: str) -> tuple[Path, Path, dict]:
+    """The input, the output of an uninterrupted run, and the settings both runs share."""
+    src = tmp_path / f"in{ext}"
+    write_input(src)
+    reference = tmp_path / "reference" / f"out{ext}"
+    common = {"bundle": bundle, "chunk_rows": CHUNK, "progress": False, "intra_op_threads": 1}
+    score_file(BatchConfig(input=src, output=reference, **common))
+    return src, reference, common
+
+
 def kill_points(ext: str) -> list[tuple[str, int]]:
     """Five fixed points and one drawn at random (seeded per format)."""
     return [("rename", 1), ("rename", 2), ("rename", 7), ("merge", 2), ("cleanup", 1),
@@ -51,11 +61,7 @@ def kill_points(ext: str) -> list[tuple[str, int]]:
 
 @pytest.mark.parametrize("ext", [".csv", ".jsonl", ".parquet"])
 def test_sigkill_at_any_point_then_resume_loses_and_duplicates_nothing(tiny_bundle, tmp_path, ext):
-    src = tmp_path / f"in{ext}"
-    write_input(src)
-    reference = tmp_path / "reference" / f"out{ext}"
-    common = {"bundle": tiny_bundle, "chunk_rows": CHUNK, "progress": False, "intra_op_threads": 1}
-    score_file(BatchConfig(input=src, output=reference, **common))
+    src, reference, common = uninterrupted_run(tiny_bundle, tmp_path, ext)
     expected = content(reference)
 
     for point, n in kill_points(ext):
@@ -95,11 +101,7 @@ def test_a_write_that_fails_ends_with_a_clear_error_and_resume_completes(tiny_bu
     """The disk fills up at the first write (the checkpoint) or at the final merge (the
     output is the largest file): one error line, no traceback and no text, no partial
     output, and `--resume` finishes once space is back."""
-    src = tmp_path / f"in{ext}"
-    write_input(src)
-    reference = tmp_path / "reference" / f"out{ext}"
-    common = {"bundle": tiny_bundle, "chunk_rows": CHUNK, "progress": False, "intra_op_threads": 1}
-    score_file(BatchConfig(input=src, output=reference, **common))
+    src, reference, common = uninterrupted_run(tiny_bundle, tmp_path, ext)
     expected = content(reference)
 
     for limit, rows_kept in [(1, 0), (reference.stat().st_size // 2, ROWS)]:
