@@ -9,7 +9,10 @@
 3. **Soak**: a long run of ``/score`` requests at moderate concurrency while the
    server's processes are sampled: RSS drift after warm-up and open file
    descriptors.
-4. **Supply chain** (:mod:`benchmarks.hardening.audit`): ``pip-audit`` of the
+4. **Crash safety** (:mod:`benchmarks.hardening.crash`): ``qorgan score`` killed
+   with SIGKILL at random moments and resumed, per output format: rows lost or
+   duplicated, and whether the output equals an uninterrupted run's.
+5. **Supply chain** (:mod:`benchmarks.hardening.audit`): ``pip-audit`` of the
    serving lock file; packages it could not check are counted, not passed.
 
 Writes ``benchmarks/results/hardening.json`` and prints a summary; exits 1 when
@@ -30,6 +33,7 @@ from pathlib import Path
 import httpx
 
 from benchmarks.hardening.audit import audit
+from benchmarks.hardening.crash import crash_resume
 from benchmarks.hardening.fuzz import fuzz, leaked_into
 from benchmarks.loadgen import load
 from benchmarks.plans import HardenPlan
@@ -121,6 +125,9 @@ def harden(bundle: str, plan: HardenPlan) -> dict:
     out["leaks"] = {"fuzz_strings_in_log": len(leaked_into(log, report.sent)),
                     "marker_in_log": log.count(MARKER), "tracebacks_in_log": log.count("Traceback")}
     out["server_exceptions"] = facts.get("server_exceptions", {})
+    t0 = time.perf_counter()
+    out["crash"] = {**crash_resume(str(bundle), plan.crash_rows, plan.crash_kills, plan.crash_chunk_rows),
+                    "seconds": time.perf_counter() - t0}
     out["audit"] = audit()
     out["problems"] = problems(out, plan)
     return out
@@ -145,6 +152,9 @@ def problems(out: dict, plan: HardenPlan) -> list[str]:
         found.append(f"file descriptors grew from {soak_['fds_after_warmup']:.0f} to {soak_['fds_end']:.0f}")
     if any(out["leaks"].values()):
         found.append(f"leaks: {out['leaks']}")
+    for fmt, c in out["crash"]["formats"].items():
+        if c["rows_lost"] or c["rows_duplicated"] or c["outputs_unequal_to_uninterrupted"] or c["marker_in_output_logs"]:
+            found.append(f"crash safety ({fmt}): {c}")
     if out["audit"].get("error") or out["audit"].get("vulnerabilities"):
         found.append(f"audit: {out['audit'].get('error') or out['audit']['vulnerabilities']}")
     return found
@@ -171,6 +181,11 @@ def main(argv: list[str] | None = None) -> int:
           f"peak {sk['rss_mb_peak']:.0f} MB (drift {sk['rss_drift']:.1%}); fds {sk['fds_after_warmup']:.0f} → "
           f"{sk['fds_end']:.0f}")
     print(f"leaks: {out['leaks']}")
+    cr = out["crash"]
+    print(f"crash safety: {cr['kills_per_format']} random SIGKILLs per format on {cr['rows']} rows, then --resume: "
+          + "; ".join(f"{fmt}: {c['killed_mid_run']} killed mid-run, {c['rows_lost']} rows lost, "
+                      f"{c['rows_duplicated']} duplicated, {c['outputs_unequal_to_uninterrupted']} outputs unequal"
+                      for fmt, c in cr["formats"].items()) + f" ({cr['seconds']:.0f} s)")
     au = out["audit"]
     if "packages" in au:
         print(f"audit: {au['checked']} of {au['packages']} pinned packages checked, "
