@@ -48,3 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"qorgan {args.command}: error: {exc}", file=sys.stderr)
         return 2
 
+
+
+if __name__ == "__main__":  # `python -m qorgan …`, e.g. from a subprocess with this interpreter
+    raise SystemExit(main())

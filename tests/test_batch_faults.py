@@ -84,9 +84,6 @@ def test_sigkill_at_any_point_then_resume_loses_and_duplicates_nothing(tiny_bund
         assert [p.name for p in run_dir.iterdir()] == [out.name], (point, n)
 
 
-QORGAN = "import sys, qorgan; sys.exit(qorgan.main(sys.argv[1:]))"
-
-
 def _file_size_limit(limit: int):
     """For the child: writes past ``limit`` bytes in any one file fail (EFBIG), as a full
     disk's do (ENOSPC), instead of the SIGXFSZ that would otherwise kill the process."""
@@ -108,7 +105,7 @@ def test_a_write_that_fails_ends_with_a_clear_error_and_resume_completes(tiny_bu
         run_dir = tmp_path / f"limit-{limit}"
         run_dir.mkdir()
         out = run_dir / f"out{ext}"
-        proc = subprocess.run([sys.executable, "-c", QORGAN, "score", str(src), "-o", str(out),
+        proc = subprocess.run([sys.executable, "-m", "qorgan", "score", str(src), "-o", str(out),
                                "--bundle", str(tiny_bundle), "--chunk-rows", str(CHUNK), "--threads", "1",
                                "--no-progress"], cwd=ROOT, capture_output=True, timeout=120,
                               preexec_fn=_file_size_limit(limit))

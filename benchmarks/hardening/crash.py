@@ -28,7 +28,7 @@ MARKER = "lark-basalt-7302"
 
 
 def _qorgan(*args: str) -> list[str]:
-    return [sys.executable, "-c", "import sys, qorgan; sys.exit(qorgan.main(sys.argv[1:]))", "score", *args]
+    return [sys.executable, "-m", "qorgan", "score", *args]
 
 
 def _write_input(path: Path, rows: int) -> None:
